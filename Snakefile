@@ -1,0 +1,23 @@
+# scmcl: SCMCL speech-preserving facial expression manipulation as a Snakemake workflow.
+# The demo (`snakemake`) runs on the built-in synthetic corpus; see README.md for real data.
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/corpus.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        corpus_files(),
+
+
+rule corpus:
+    input:
+        corpus_files(),

@@ -1,0 +1,62 @@
+# Corpus stage: the built-in synthetic MEAD-layout corpus (dataset: synthetic).
+
+
+if config["dataset"] == "synthetic":
+
+    rule synth_head:
+        output:
+            model=config["flame"]["model"],
+            landmarks=config["flame"]["landmark_embedding"],
+        log:
+            "logs/synth_head.log",
+        benchmark:
+            "benchmarks/synth_head.tsv"
+        conda:
+            "../envs/scmcl.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            seed=config["synthetic"]["seed"],
+        shell:
+            "scmcl corpus head --seed {params.seed} --model {output.model}"
+            " --landmarks {output.landmarks} > {log} 2>&1"
+
+    rule synth_corpus:
+        input:
+            model=config["flame"]["model"],
+            landmarks=config["flame"]["landmark_embedding"],
+        output:
+            videos=actor_clip_files("video"),
+            audios=actor_clip_files("audio"),
+            groundtruth=actor_clip_files("groundtruth"),
+        log:
+            "logs/synth_corpus/{actor}.log",
+        benchmark:
+            "benchmarks/synth_corpus/{actor}.tsv"
+        conda:
+            "../envs/scmcl.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=runtime_min(60),
+            gpu=uses_gpu(),
+        params:
+            root=corpus_root_of_outputs,
+            emotions=" ".join(config["emotions"]),
+            levels=" ".join(map(str, config["levels"])),
+            sentences=config["synthetic"]["sentences"],
+            fps=config["synthetic"]["fps"],
+            resolution=config["synthetic"]["resolution"],
+            sample_rate=config["synthetic"]["sample_rate"],
+            seed=config["synthetic"]["seed"],
+            head_motion=config["synthetic"]["head_motion"],
+            device=config["device"],
+        shell:
+            "scmcl corpus synth --model {input.model} --landmarks {input.landmarks}"
+            " --root {params.root} --actor {wildcards.actor} --emotions {params.emotions}"
+            " --levels {params.levels} --sentences {params.sentences} --fps {params.fps}"
+            " --resolution {params.resolution} --sample-rate {params.sample_rate}"
+            " --seed {params.seed} --head-motion {params.head_motion}"
+            " --device {params.device} --threads {threads} > {log} 2>&1"

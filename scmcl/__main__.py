@@ -1,0 +1,5 @@
+import sys
+
+from scmcl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Corpus stage: the built-in synthetic MEAD-layout corpus and dataset manifests."""

@@ -1,0 +1,91 @@
+"""``scmcl corpus``: the built-in synthetic corpus (head model, clips, paired ground truth)."""
+
+from __future__ import annotations
+
+import argparse
+
+from scmcl.config import MEAD_EMOTIONS
+
+
+def _settings(args: argparse.Namespace):
+    import torch
+
+    from scmcl.corpus.synth import SynthSettings
+
+    torch.set_num_threads(args.threads)
+
+    return SynthSettings(fps=args.fps, resolution=args.resolution, sample_rate=args.sample_rate, seed=args.seed,
+                         head_motion=args.head_motion, device=args.device)
+
+
+def _head(args: argparse.Namespace) -> int:
+    from scmcl.corpus.head import build_head
+    from scmcl.face3d.flame_file import save_flame_model, save_landmark_embedding
+
+    model, landmarks = build_head(seed=args.seed)
+    save_flame_model(args.model, model)
+    save_landmark_embedding(args.landmarks, landmarks)
+    print(f"head: {model.num_vertices} vertices, {len(model.faces)} faces, {model.num_shape} identity and "
+          f"{model.num_expression} expression components -> {args.model}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from scmcl.corpus.synth import synth_actor
+
+    n = synth_actor(args.model, args.landmarks, args.root, args.actor, args.emotions, args.levels, args.sentences,
+                    _settings(args))
+    print(f"{args.actor}: wrote {n} clips under {args.root}/{args.actor}")
+    return 0
+
+
+def _paired(args: argparse.Namespace) -> int:
+    from scmcl.corpus.layout import ClipKey
+    from scmcl.corpus.synth import Generator
+
+    generator = Generator(args.model, args.landmarks, args.actor, _settings(args))
+    key = ClipKey(args.emotion, args.level, args.clip)
+    generator.write_paired(key, args.target_emotion, args.target_level, args.out_video, args.out_table)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="FLAME-format head model (generic_model.pkl)")
+    p.add_argument("--landmarks", required=True, help="landmark_embedding.npy of the head")
+    p.add_argument("--actor", required=True)
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--resolution", type=int, default=160)
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head-motion", type=float, default=1.0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    corpus = sub.add_parser("corpus", help="built-in synthetic corpus").add_subparsers(dest="verb", required=True)
+
+    head = corpus.add_parser("head", help="build the procedural head in FLAME's file format")
+    head.add_argument("--seed", type=int, default=0)
+    head.add_argument("--model", required=True, help="output generic_model.pkl")
+    head.add_argument("--landmarks", required=True, help="output landmark_embedding.npy")
+    head.set_defaults(func=_head)
+
+    synth = corpus.add_parser("synth", help="write every clip of one actor in MEAD's layout")
+    _common(synth)
+    synth.add_argument("--root", required=True, help="corpus root (MEAD layout)")
+    synth.add_argument("--emotions", nargs="+", default=list(MEAD_EMOTIONS), choices=MEAD_EMOTIONS)
+    synth.add_argument("--levels", nargs="+", type=int, default=[3], choices=[1, 2, 3])
+    synth.add_argument("--sentences", type=int, default=3)
+    synth.set_defaults(func=_synth)
+
+    paired = corpus.add_parser("paired", help="render a clip's sentence and timing in another emotion")
+    _common(paired)
+    paired.add_argument("--emotion", required=True, choices=MEAD_EMOTIONS, help="source clip's emotion")
+    paired.add_argument("--level", type=int, required=True)
+    paired.add_argument("--clip", required=True, help="source clip id, e.g. 001")
+    paired.add_argument("--target-emotion", required=True, choices=MEAD_EMOTIONS)
+    paired.add_argument("--target-level", type=int, default=3)
+    paired.add_argument("--out-video", required=True)
+    paired.add_argument("--out-table", required=True)
+    paired.set_defaults(func=_paired)

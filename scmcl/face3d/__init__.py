@@ -1,0 +1,1 @@
+"""3D face layer: FLAME model files and layer, DECA networks, the rasterizer, landmark fitting."""

@@ -1,0 +1,24 @@
+"""``scmcl bench raster``: rasterizer throughput, printed as figures (never asserted)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _bench_raster(args: argparse.Namespace) -> int:
+    from scmcl.device import resolve_device
+    from scmcl.face3d.bench import format_bench, run_raster_bench
+
+    result = run_raster_bench(size=args.size, batch=args.batch, iters=args.iters, device=str(resolve_device(args.device)))
+    print(format_bench(result))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="verb", required=True)
+    raster = bench.add_parser("raster", help="frames/s of the rasterizer on a FLAME-sized mesh")
+    raster.add_argument("--size", type=int, default=256)
+    raster.add_argument("--batch", type=int, default=8)
+    raster.add_argument("--iters", type=int, default=10)
+    raster.add_argument("--device", default="cpu")
+    raster.set_defaults(func=_bench_raster)

@@ -1,0 +1,1 @@
+"""Shared readers and writers: atomic publishing, video/audio through ffmpeg, tables."""

@@ -57,8 +57,9 @@ class LandmarkEmbedding:
     """DECA's ``landmark_embedding.npy`` content: 68 landmarks as faces + barycentric coords.
 
     ``static_*``: the 51 inner points (68-point indices 17..67); ``dynamic_*``: the 17 jaw
-    contour points for each of 79 head-yaw bins (-39..39 degrees); ``full_*``: all 68 points
-    for a frontal face.
+    contour points for each of 79 head-yaw rows in DECA's order (rows 0..39 for yaw 0..39
+    degrees, rows 40..78 for -1..-39: ``scmcl.face3d.flame.CONTOUR_BIN_YAWS``); ``full_*``:
+    all 68 points for a frontal face.
     """
 
     static_lmk_faces_idx: np.ndarray  # (51,) int64

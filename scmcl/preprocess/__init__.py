@@ -1,0 +1,1 @@
+"""Preprocessing stage: tracking, crops, reconstruction, alignment, conditioning images."""

@@ -49,6 +49,42 @@ def _paired(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan(args: argparse.Namespace) -> int:
+    from scmcl.corpus.manifest import check_outside, scan_mead
+    from scmcl.io.atomic import write_parquet
+
+    check_outside(args.root, args.out)
+    table = scan_mead(args.root, args.actors, args.emotions, args.levels, workers=args.workers)
+    write_parquet(table, args.out)
+    print(f"{len(table)} clips of {table['actor'].nunique()} actors under {args.root} -> {args.out}")
+    return 0
+
+
+def _ravdess(args: argparse.Namespace) -> int:
+    from scmcl.corpus.manifest import check_outside
+    from scmcl.corpus.ravdess import link_ravdess, ravdess_manifest
+    from scmcl.io.atomic import write_parquet
+
+    for output in filter(None, (args.out, args.links)):
+        check_outside(args.root, output)
+    table = ravdess_manifest(args.root, args.actors, args.emotions, args.levels, workers=args.workers)
+    if args.links:
+        link_ravdess(table, args.links)
+    write_parquet(table, args.out)
+    print(f"{len(table)} RAVDESS clips of {table['actor'].nunique()} actors under {args.root} -> {args.out}"
+          + (f" (symlinks under {args.links})" if args.links else ""))
+    return 0
+
+
+def _manifest_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", help="dataset root (read only; nothing is written into it)")
+    p.add_argument("--out", required=True, help="output manifest (.parquet)")
+    p.add_argument("--actors", nargs="+", help="actor folders to use (default: all)")
+    p.add_argument("--emotions", nargs="+", choices=MEAD_EMOTIONS, help="default: all of MEAD's")
+    p.add_argument("--levels", nargs="+", type=int, help="levels of the non-neutral emotions (default: all found)")
+    p.add_argument("--workers", type=int, help="parallel ffprobe processes (default: CPU count)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="FLAME-format head model (generic_model.pkl)")
     p.add_argument("--landmarks", required=True, help="landmark_embedding.npy of the head")
@@ -89,3 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     paired.add_argument("--out-video", required=True)
     paired.add_argument("--out-table", required=True)
     paired.set_defaults(func=_paired)
+
+    scan = corpus.add_parser("scan", help="clip manifest of a MEAD-layout dataset root")
+    _manifest_options(scan)
+    scan.set_defaults(func=_scan)
+
+    ravdess = corpus.add_parser("ravdess", help="clip manifest of a RAVDESS root, mapped onto MEAD's layout")
+    _manifest_options(ravdess)
+    ravdess.add_argument("--links", help="also build a MEAD-layout tree of symlinks to the originals here")
+    ravdess.set_defaults(func=_ravdess)

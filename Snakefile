@@ -10,14 +10,21 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/corpus.smk"
+include: "rules/preprocess.smk"
 
 
 rule all:
     default_target: True
     input:
         corpus_files(),
+        preprocess_files(),
 
 
 rule corpus:
     input:
         corpus_files(),
+
+
+rule preprocess:
+    input:
+        preprocess_files(),

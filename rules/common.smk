@@ -16,11 +16,13 @@ except ConfigError as err:
 
 wildcard_constraints:
     actor="|".join(config["actors"]),
+    emotion="|".join(config["emotions"]),
 
 
 # The clips of one actor, from the config alone (MEAD's layout, clip ids 001..N).
 CLIP_KEYS = clip_keys(config["emotions"], config["levels"], config["synthetic"]["sentences"])
 ROOT = config["data_root"]
+PRE = config["preprocess"]
 
 
 def actor_clip_files(kind, actor="{actor}"):
@@ -48,3 +50,26 @@ def uses_gpu():
 # Resource presets; runtime grows with the retry attempt so a SLURM time-out retries longer.
 def runtime_min(base):
     return lambda wildcards, attempt: base * attempt
+
+
+def dataset_root(wildcards):
+    """The dataset root; only read (the synthetic corpus is generated there by its own rules)."""
+    return config["data_root"]
+
+
+def manifest_command():
+    """`scmcl corpus scan` reads MEAD's layout; RAVDESS goes through its name mapping."""
+    return "ravdess" if config["dataset"] == "ravdess" else "scan"
+
+
+def shard_clip_root(wildcards, output):
+    """Per-clip outputs of a shard live next to its table: work/preprocess/<actor>/<emotion>/."""
+    return str(Path(output[0]).with_suffix(""))
+
+
+def optional_flag(flag, value):
+    return f"{flag} {value}" if value else ""
+
+
+def preprocess_files():
+    return expand("work/preprocess/{actor}/expressions.parquet", actor=config["actors"])

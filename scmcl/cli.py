@@ -9,9 +9,10 @@ import sys
 
 from scmcl.corpus import cli as corpus_cli
 from scmcl.face3d import cli as face3d_cli
+from scmcl.preprocess import cli as preprocess_cli
 from scmcl.preprocess import track_cli
 
-STAGES = (corpus_cli, track_cli, face3d_cli)
+STAGES = (corpus_cli, preprocess_cli, track_cli, face3d_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,85 @@
+# Preprocessing stage: dataset manifest, then one resumable job per (actor, emotion) shard,
+# then the per-actor expression table used by the SCMC metric and the manipulator.
+
+
+rule corpus_manifest:
+    input:
+        corpus_files(),
+    output:
+        "work/corpus/manifest.parquet",
+    log:
+        "logs/corpus_manifest.log",
+    benchmark:
+        "benchmarks/corpus_manifest.tsv"
+    conda:
+        "../envs/scmcl.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        command=manifest_command(),
+        root=dataset_root,
+        actors=" ".join(config["actors"]),
+        emotions=" ".join(config["emotions"]),
+        levels=" ".join(map(str, config["levels"])),
+    shell:
+        "scmcl corpus {params.command} {params.root} --out {output} --actors {params.actors}"
+        " --emotions {params.emotions} --levels {params.levels} --workers {threads} > {log} 2>&1"
+
+
+rule preprocess_shard:
+    input:
+        manifest="work/corpus/manifest.parquet",
+        model=config["flame"]["model"],
+        landmarks=config["flame"]["landmark_embedding"],
+    output:
+        "work/preprocess/{actor}/{emotion}.parquet",
+    log:
+        "logs/preprocess_shard/{actor}/{emotion}.log",
+    benchmark:
+        "benchmarks/preprocess_shard/{actor}/{emotion}.tsv"
+    conda:
+        "../envs/scmcl.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=runtime_min(120),
+        gpu=uses_gpu(),
+    params:
+        clip_root=shard_clip_root,
+        data_root=dataset_root,
+        tracker=PRE["tracker"],
+        noise=PRE["tracker_noise_px"],
+        crop_size=PRE["crop_size"],
+        margin=PRE["margin"],
+        window=PRE["smooth_window"],
+        reconstruction=PRE["reconstruction"],
+        deca=optional_flag("--deca-model", PRE["deca_model"]),
+        n_shape=PRE["n_shape"],
+        n_exp=PRE["n_exp"],
+        template=optional_flag("--template", PRE["template"]),
+        eye_points=PRE["eye_points"],
+        device=config["device"],
+    shell:
+        "scmcl preprocess shard --manifest {input.manifest} --actor {wildcards.actor}"
+        " --emotion {wildcards.emotion} --clip-root {params.clip_root} --out {output}"
+        " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
+        " --tracker {params.tracker} --tracker-noise-px {params.noise} --crop-size {params.crop_size}"
+        " --margin {params.margin} --smooth-window {params.window}"
+        " --reconstruction {params.reconstruction} {params.deca} --n-shape {params.n_shape}"
+        " --n-exp {params.n_exp} {params.template} --eye-points {params.eye_points}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule expression_table:
+    input:
+        expand("work/preprocess/{{actor}}/{emotion}.parquet", emotion=config["emotions"]),
+    output:
+        "work/preprocess/{actor}/expressions.parquet",
+    log:
+        "logs/expression_table/{actor}.log",
+    conda:
+        "../envs/scmcl.yaml"
+    shell:
+        "scmcl preprocess expressions --shards {input} --out {output} > {log} 2>&1"

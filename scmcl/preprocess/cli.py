@@ -1,0 +1,71 @@
+"""``scmcl preprocess``: shards of clips → per-clip tables and image stacks; expression tables."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def _shard(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from scmcl.preprocess.settings import PreprocessSettings
+    from scmcl.preprocess.shard import ShardRunner, run_shard
+
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    settings = PreprocessSettings(
+        tracker=args.tracker, tracker_noise_px=args.tracker_noise_px, crop_size=args.crop_size, margin=args.margin,
+        smooth_window=args.smooth_window, reconstruction=args.reconstruction, deca_model=args.deca_model,
+        n_shape=args.n_shape, n_exp=args.n_exp, template=args.template, eye_points=args.eye_points, device=args.device,
+    )
+    runner = ShardRunner(settings, args.model, args.landmarks, args.data_root)
+    table = run_shard(pd.read_parquet(args.manifest), args.actor, args.emotion, Path(args.clip_root), Path(args.out), runner)
+    print(f"{args.actor}/{args.emotion}: {len(table)} clips, {int(table.frames.sum())} frames -> {args.out}")
+    return 0
+
+
+def _expressions(args: argparse.Namespace) -> int:
+    from scmcl.io.atomic import write_parquet
+    from scmcl.preprocess.shard import expression_table
+
+    table = expression_table([Path(p) for p in args.shards])
+    write_parquet(table, args.out)
+    print(f"{len(table)} frames of {table.clip.nunique()} clips -> {args.out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pre = sub.add_parser("preprocess", help="tracking, reconstruction, alignment, conditioning images")
+    verbs = pre.add_subparsers(dest="verb", required=True)
+
+    shard = verbs.add_parser("shard", help="preprocess every clip of one actor and emotion (resumable)")
+    shard.add_argument("--manifest", required=True, help="clip table from `scmcl corpus scan`")
+    shard.add_argument("--actor", required=True)
+    shard.add_argument("--emotion", required=True)
+    shard.add_argument("--clip-root", required=True, help="folder of the per-clip outputs")
+    shard.add_argument("--out", required=True, help="shard table (written last)")
+    shard.add_argument("--model", required=True, help="FLAME-format generic_model.pkl")
+    shard.add_argument("--landmarks", required=True, help="landmark_embedding.npy")
+    shard.add_argument("--data-root", default="", help="dataset root (synthetic tracker: ground truth)")
+    shard.add_argument("--tracker", default="synthetic", choices=["synthetic", "fan", "dlib"])
+    shard.add_argument("--tracker-noise-px", type=float, default=0.5)
+    shard.add_argument("--crop-size", type=int, default=256)
+    shard.add_argument("--margin", type=float, default=70 / 186)
+    shard.add_argument("--smooth-window", type=int, default=49)
+    shard.add_argument("--reconstruction", default="fit", choices=["fit", "deca"])
+    shard.add_argument("--deca-model", default="")
+    shard.add_argument("--n-shape", type=int, default=100)
+    shard.add_argument("--n-exp", type=int, default=50)
+    shard.add_argument("--template", default="", help="(68,2) .npy alignment template; default: from the model")
+    shard.add_argument("--eye-points", type=int, default=34, choices=[14, 34])
+    shard.add_argument("--device", default="cpu")
+    shard.add_argument("--threads", type=int, default=1)
+    shard.set_defaults(func=_shard)
+
+    expr = verbs.add_parser("expressions", help="per-actor table of expression sequences")
+    expr.add_argument("--shards", nargs="+", required=True)
+    expr.add_argument("--out", required=True)
+    expr.set_defaults(func=_expressions)

@@ -1,0 +1,144 @@
+"""A preprocessing shard: every clip of one (actor, emotion), resumable clip by clip.
+
+Per-clip outputs live under ``<clip_root>/level_<n>/<clip>/`` and are published atomically;
+``progress.json`` records each finished clip with the settings fingerprint, so a rerun after
+a kill (SLURM time-out, Ctrl-C) skips finished clips and redoes only the rest. The shard
+table, the rule's declared output, is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scmcl.corpus.layout import ClipKey, groundtruth_path
+from scmcl.device import resolve_device
+from scmcl.face3d.flame import FlameLayer
+from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
+from scmcl.io.atomic import atomic_path, write_parquet
+from scmcl.io.media import read_frames
+from scmcl.preprocess.align import landmark_template, load_template
+from scmcl.preprocess.clip import STACKS, TABLE, process_clip, write_clip_outputs
+from scmcl.preprocess.reconstruct import make_reconstructor
+from scmcl.preprocess.settings import PreprocessSettings
+from scmcl.preprocess.tracking import make_tracker, track_clip
+
+log = logging.getLogger(__name__)
+PROGRESS = "progress.json"
+
+
+def clip_dir(clip_root: Path, level: int, clip: str) -> Path:
+    return clip_root / f"level_{level}" / clip
+
+
+def _load_progress(path: Path, fingerprint: str) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    state = json.loads(path.read_text())
+    return state["clips"] if state.get("fingerprint") == fingerprint else {}
+
+
+def _save_progress(path: Path, fingerprint: str, clips: dict[str, dict]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "clips": clips}, indent=1))
+
+
+def _complete(directory: Path) -> bool:
+    return all((directory / f"{name}.npy").is_file() for name in STACKS) and (directory / TABLE).is_file()
+
+
+class ShardRunner:
+    """Loads the models once and preprocesses the clips of one shard."""
+
+    def __init__(self, settings: PreprocessSettings, model_path: str, landmarks_path: str, data_root: str):
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        model = load_flame_model(model_path)
+        self.layer = FlameLayer(model, landmarks=load_landmark_embedding(landmarks_path),
+                                n_shape=min(settings.n_shape, model.num_shape),
+                                n_exp=min(settings.n_exp, model.num_expression)).to(self.device)
+        self.template = load_template(settings.template) if settings.template else landmark_template(self.layer, settings.crop_size)
+        self.reconstructor = make_reconstructor(settings.reconstruction, self.layer, self.device, settings.crop_size,
+                                                settings.deca_model)
+        self.data_root = data_root
+        self._shared = None
+        self.fingerprint = settings.fingerprint(model_path)
+
+    def _tracker(self, actor: str, key: ClipKey):
+        if self.settings.tracker == "synthetic":
+            return make_tracker("synthetic", groundtruth=groundtruth_path(self.data_root, actor, key),
+                                noise_px=self.settings.tracker_noise_px)
+        if self._shared is None:  # detector backends are built once per shard
+            self._shared = make_tracker(self.settings.tracker, device=str(self.device))
+        return self._shared
+
+    def run_clip(self, row: pd.Series, directory: Path) -> dict:
+        name = f"{row.actor}/{row.emotion}/level_{row.level}/{row.clip}"
+        start = time.perf_counter()
+        frames = read_frames(row.video)
+        key = ClipKey(row.emotion, int(row.level), row.clip)
+        tracked = track_clip(frames, self._tracker(row.actor, key), self.settings.crop_size, self.settings.margin,
+                             name, self.settings.smooth_window)
+        recon = self.reconstructor.reconstruct(tracked.crops, tracked.landmarks_crop, tracked.found)
+        outputs = process_clip(tracked, recon, self.layer, self.template, self.settings.eye_points, self.device)
+        write_clip_outputs(outputs, directory)
+        seconds = time.perf_counter() - start
+        log.info("%s: %d frames in %.1f s (%.1f frames/s), fit rms %.2f px", name, len(frames), seconds,
+                 len(frames) / seconds, float(np.nanmean(recon.per_frame_rms)))
+        return {"frames": len(frames), "found": int(tracked.found.sum()), "filled": int(tracked.filled.sum()),
+                "fit_rms_px": float(np.nanmean(recon.per_frame_rms)), "seconds": seconds}
+
+
+def run_shard(manifest: pd.DataFrame, actor: str, emotion: str, clip_root: Path, out: Path, runner: ShardRunner) -> pd.DataFrame:
+    """Preprocess every clip of (actor, emotion) not yet finished; write the shard table."""
+    rows = manifest[(manifest.actor == actor) & (manifest.emotion == emotion)]
+    if rows.empty:
+        raise ValueError(f"the manifest has no clips of actor {actor}, emotion {emotion}: check `actors`/`emotions` in the config")
+    progress_path = clip_root / PROGRESS
+    done = _load_progress(progress_path, runner.fingerprint)
+    records = []
+    for row in rows.itertuples(index=False):
+        directory = clip_dir(clip_root, int(row.level), row.clip)
+        ident = f"level_{row.level}/{row.clip}"
+        if ident in done and _complete(directory):
+            log.info("%s: finished before, skipped", ident)
+        else:
+            done[ident] = runner.run_clip(pd.Series(row._asdict()), directory)
+            _save_progress(progress_path, runner.fingerprint, done)
+        records.append({"actor": actor, "emotion": emotion, "level": int(row.level), "clip": row.clip,
+                        "fps": float(row.fps), "directory": str(directory), **done[ident]})
+    table = pd.DataFrame(records)
+    write_parquet(table, out)
+    return table
+
+
+def expression_table(shards: list[Path]) -> pd.DataFrame:
+    """Per-actor expression sequences: the 53 columns [jaw_pose(3), exp(50)] per frame.
+
+    ``expression_view51`` gives the 51-d [jaw_open, exp] view the SCMC encoder and the
+    manipulator use. Models with fewer than 50 expression components are zero-padded, so
+    the schema is the same for the built-in head and FLAME.
+    """
+    parts = []
+    for shard in shards:
+        for clip in pd.read_parquet(shard).itertuples(index=False):
+            frames = pd.read_parquet(Path(clip.directory) / TABLE)
+            exp = frames.filter(regex=r"^exp_\d+$").to_numpy()
+            block = np.zeros((len(frames), 50), np.float32)
+            block[:, : min(50, exp.shape[1])] = exp[:, :50]
+            data = {"actor": clip.actor, "emotion": clip.emotion, "level": clip.level, "clip": clip.clip,
+                    "frame": frames["frame"].to_numpy()}
+            data |= {f"jaw_pose_{j}": frames[f"pose_{3 + j:02d}"].to_numpy(np.float32) for j in range(3)}
+            data |= {f"exp_{j:02d}": block[:, j] for j in range(50)}
+            parts.append(pd.DataFrame(data))
+    return pd.concat(parts, ignore_index=True)
+
+
+def expression_view51(table: pd.DataFrame) -> np.ndarray:
+    """(N,51) [jaw_open, exp_00..exp_49]: jaw_open is the jaw's x-axis rotation (mouth opening)."""
+    return table[["jaw_pose_0"] + [f"exp_{j:02d}" for j in range(50)]].to_numpy(np.float32)

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from scmcl.corpus.head import build_head
+from scmcl.corpus.synth import SynthSettings, synth_actor
+from scmcl.face3d.flame_file import save_flame_model, save_landmark_embedding
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -22,3 +26,25 @@ def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None) -> 
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).
+ACTOR = "SYN01"
+EMOTIONS = ["neutral", "happy", "sad"]
+SETTINGS = SynthSettings(fps=25.0, resolution=96, sample_rate=16000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def head_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("head")
+    model, landmarks = build_head(seed=0)
+    save_flame_model(out / "generic_model.pkl", model)
+    save_landmark_embedding(out / "landmark_embedding.npy", landmarks)
+    return out / "generic_model.pkl", out / "landmark_embedding.npy"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, head_files):
+    root = tmp_path_factory.mktemp("corpus")
+    synth_actor(*head_files, root, ACTOR, EMOTIONS, [3], 1, SETTINGS)
+    return root

@@ -9,33 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scmcl.corpus.head import build_head
 from scmcl.corpus.layout import ClipKey, audio_path, clip_keys, groundtruth_path, video_path
-from scmcl.corpus.synth import Generator, SynthSettings, synth_actor
+from scmcl.corpus.synth import Generator
 from scmcl.corpus.visemes import viseme_sequence
-from scmcl.face3d.flame_file import save_flame_model, save_landmark_embedding
 from scmcl.io.media import probe, read_frames
-
-ACTOR = "SYN01"
-EMOTIONS = ["neutral", "happy", "sad"]
-SETTINGS = SynthSettings(fps=25.0, resolution=96, sample_rate=16000, seed=0)
-
-
-@pytest.fixture(scope="session")
-def head_files(tmp_path_factory):
-    out = tmp_path_factory.mktemp("head")
-    model, landmarks = build_head(seed=0)
-    save_flame_model(out / "generic_model.pkl", model)
-    save_landmark_embedding(out / "landmark_embedding.npy", landmarks)
-    return out / "generic_model.pkl", out / "landmark_embedding.npy"
-
-
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory, head_files):
-    root = tmp_path_factory.mktemp("corpus")
-    synth_actor(*head_files, root, ACTOR, EMOTIONS, [3], 1, SETTINGS)
-    return root
-
+from tests.conftest import ACTOR, EMOTIONS, SETTINGS
 
 @pytest.fixture(scope="session")
 def generator(head_files):

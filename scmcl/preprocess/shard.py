@@ -77,7 +77,8 @@ class ShardRunner:
             self._shared = make_tracker(self.settings.tracker, device=str(self.device))
         return self._shared
 
-    def run_clip(self, row: pd.Series, directory: Path) -> dict:
+    def run_clip(self, row, directory: Path) -> dict:
+        """Preprocess one manifest row (a namedtuple of the clip table) into ``directory``."""
         name = f"{row.actor}/{row.emotion}/level_{row.level}/{row.clip}"
         start = time.perf_counter()
         frames = read_frames(row.video)
@@ -108,7 +109,7 @@ def run_shard(manifest: pd.DataFrame, actor: str, emotion: str, clip_root: Path,
         if ident in done and _complete(directory):
             log.info("%s: finished before, skipped", ident)
         else:
-            done[ident] = runner.run_clip(pd.Series(row._asdict()), directory)
+            done[ident] = runner.run_clip(row, directory)
             _save_progress(progress_path, runner.fingerprint, done)
         records.append({"actor": actor, "emotion": emotion, "level": int(row.level), "clip": row.clip,
                         "fps": float(row.fps), "directory": str(directory), **done[ident]})

@@ -83,10 +83,11 @@ def deca_cam_to_crop(cam: np.ndarray, matrices: np.ndarray, size: int) -> np.nda
     k, b = matrices[:, 0, 0], matrices[:, :, 2]
     s = cam[:, 0]
     s_new = s * _DECA_SIZE / (k * size)
-    # x: (s(x+tx)+1)·112 - bx)/k = s'x + s'tx' + S/2  →  s'tx' = (s·tx·112 + 112 - bx)/k - S/2
-    tx = ((s * cam[:, 1] * 112 + 112 - b[:, 0]) / k - size / 2) / s_new
+    # x: ((s(x+tx)+1)·112 - bx)/k = (s'(x+tx')+1)·S/2
+    half = s_new * size / 2
+    tx = ((s * cam[:, 1] * 112 + 112 - b[:, 0]) / k - size / 2) / half
     # y is flipped on both sides: ((1 - s(y+ty))·112 - by)/k = (1 - s'(y+ty'))·S/2
-    ty = -(((112 - s * cam[:, 2] * 112 - b[:, 1]) / k) - size / 2) / s_new
+    ty = (size / 2 - (112 - s * cam[:, 2] * 112 - b[:, 1]) / k) / half
     return np.stack([s_new, tx, ty], axis=1)
 
 

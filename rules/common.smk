@@ -47,8 +47,12 @@ def uses_gpu():
     return 1 if config["device"].startswith("cuda") else 0
 
 
-# Resource presets; runtime grows with the retry attempt so a SLURM time-out retries longer.
+# Resource presets grow with the retry attempt, so a SLURM time-out or OOM retries bigger.
 def runtime_min(base):
+    return lambda wildcards, attempt: base * attempt
+
+
+def mem_mb(base):
     return lambda wildcards, attempt: base * attempt
 
 

@@ -43,7 +43,7 @@ rule preprocess_shard:
         "../envs/scmcl.yaml"
     threads: 2
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=mem_mb(8000),
         runtime=runtime_min(120),
         gpu=uses_gpu(),
     params:

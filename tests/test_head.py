@@ -10,7 +10,8 @@ import torch
 from scmcl.corpus.head import EXPRESSION_NAMES, REGION_NAMES, build_head
 from scmcl.face3d.camera import orthographic
 from scmcl.face3d.flame import CONTOUR_BIN_YAWS, FlameLayer
-from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding, save_flame_model, save_landmark_embedding
+from scmcl.face3d.flame_file import (load_flame_model, load_landmark_embedding, save_flame_model,
+                                     save_landmark_embedding)
 from scmcl.face3d.raster import interpolate, rasterize
 
 EXP = {name: i for i, name in enumerate(EXPRESSION_NAMES)}
@@ -227,8 +228,8 @@ def test_landmarks_mirror_symmetric_at_neutral(layer):
 def test_jaw_opens_the_mouth(layer, head):
     _, closed = pose_head(layer)
     _, opened = pose_head(layer, jaw=0.3)
-    gap = lambda lmk: np.linalg.norm(lmk[62] - lmk[66])  # noqa: E731
-    assert gap(closed) < 0.003 and gap(opened) > gap(closed) + 0.02
+    closed_gap, open_gap = (np.linalg.norm(lmk[62] - lmk[66]) for lmk in (closed, opened))
+    assert closed_gap < 0.003 and open_gap > closed_gap + 0.02
     assert opened[8, 1] < closed[8, 1] - 0.015, "chin moves down"
     np.testing.assert_allclose(opened[[27, 30, 36, 45]], closed[[27, 30, 36, 45]], atol=1e-6)
 
@@ -305,7 +306,8 @@ def test_closed_eyelid_covers_the_eyeball(layer, head):
     shut = np.isin(region_map(layer, head, exp={"eyelid_close_left": 1.0}), eyeball)
     assert shut[:, half:].sum() == 0, "the subject's left eye (image right) is covered"
     assert shut[:, :half].sum() == neutral[:, :half].sum()
-    both = np.isin(region_map(layer, head, exp={"eyelid_close_left": 1.0, "eyelid_close_right": 1.0}, jaw=0.1), eyeball)
+    closed = {"eyelid_close_left": 1.0, "eyelid_close_right": 1.0}
+    both = np.isin(region_map(layer, head, exp=closed, jaw=0.1), eyeball)
     assert both.sum() == 0
 
 

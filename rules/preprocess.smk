@@ -58,6 +58,8 @@ rule preprocess_shard:
         deca=optional_flag("--deca-model", PRE["deca_model"]),
         n_shape=PRE["n_shape"],
         n_exp=PRE["n_exp"],
+        mask=PRE["mask"],
+        segmentation=optional_flag("--segmentation-weights", PRE["segmentation_weights"]),
         template=optional_flag("--template", PRE["template"]),
         eye_points=PRE["eye_points"],
         device=config["device"],
@@ -68,7 +70,8 @@ rule preprocess_shard:
         " --tracker {params.tracker} --tracker-noise-px {params.noise} --crop-size {params.crop_size}"
         " --margin {params.margin} --smooth-window {params.window}"
         " --reconstruction {params.reconstruction} {params.deca} --n-shape {params.n_shape}"
-        " --n-exp {params.n_exp} {params.template} --eye-points {params.eye_points}"
+        " --n-exp {params.n_exp} --mask {params.mask} {params.segmentation} {params.template}"
+        " --eye-points {params.eye_points}"
         " --device {params.device} --threads {threads} > {log} 2>&1"
 
 

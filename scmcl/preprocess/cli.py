@@ -19,7 +19,8 @@ def _shard(args: argparse.Namespace) -> int:
     settings = PreprocessSettings(
         tracker=args.tracker, tracker_noise_px=args.tracker_noise_px, crop_size=args.crop_size, margin=args.margin,
         smooth_window=args.smooth_window, reconstruction=args.reconstruction, deca_model=args.deca_model,
-        n_shape=args.n_shape, n_exp=args.n_exp, template=args.template, eye_points=args.eye_points, device=args.device,
+        n_shape=args.n_shape, n_exp=args.n_exp, mask=args.mask, segmentation_weights=args.segmentation_weights,
+        template=args.template, eye_points=args.eye_points, device=args.device,
     )
     runner = ShardRunner(settings, args.model, args.landmarks, args.data_root)
     table = run_shard(pd.read_parquet(args.manifest), args.actor, args.emotion, Path(args.clip_root), Path(args.out), runner)
@@ -59,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     shard.add_argument("--deca-model", default="")
     shard.add_argument("--n-shape", type=int, default=100)
     shard.add_argument("--n-exp", type=int, default=50)
+    shard.add_argument("--mask", default="raster", choices=["raster", "fsgan"])
+    shard.add_argument("--segmentation-weights", default="", help="FSGAN lfw_figaro_unet_256_2_0_segmentation_v1.pth")
     shard.add_argument("--template", default="", help="(68,2) .npy alignment template; default: from the model")
     shard.add_argument("--eye-points", type=int, default=34, choices=[14, 34])
     shard.add_argument("--device", default="cpu")

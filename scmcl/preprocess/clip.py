@@ -22,6 +22,7 @@ from scmcl.io.stacks import write_stack
 from scmcl.preprocess.align import invert, transform_points, umeyama_batch, warp_stack
 from scmcl.preprocess.conditioning import eye_gaze_image, face_mask, nmfc_colors, nmfc_image, rasterize_surface, shape_image
 from scmcl.preprocess.eyes import eye_landmarks
+from scmcl.preprocess.masks import SegmentationMasker
 from scmcl.preprocess.reconstruct import Reconstruction
 from scmcl.preprocess.tracking import TrackedClip
 
@@ -89,15 +90,23 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def process_clip(tracked: TrackedClip, recon: Reconstruction, layer: FlameLayer, template: np.ndarray,
-                 eye_points: int, device: torch.device) -> ClipOutputs:
-    """Alignment, eye points and conditioning images of a tracked and reconstructed clip."""
+                 eye_points: int, device: torch.device, masker: SegmentationMasker | None = None) -> ClipOutputs:
+    """Alignment, eye points and conditioning images of a tracked and reconstructed clip.
+
+    The face mask is the segmentation network's when one is given (FSGAN's U-Net), otherwise
+    the rasterized region of the reconstructed mesh.
+    """
     size = tracked.crops.shape[1]
     fitted = _fitted_landmarks(layer, recon, size, device)
     anchors = np.where(tracked.found[:, None, None], tracked.landmarks_crop, fitted)
     align = umeyama_batch(anchors, template)  # crop → aligned
     nmfc, shape, masks_aligned = _render_aligned(layer, recon, align, size, device)
+    if masker is None:
+        masks = warp_stack(masks_aligned, invert(align), size, "nearest")
+    else:
+        masks = masker.masks(tracked.crops)
+        masks_aligned = warp_stack(masks, align, size, "nearest")
     faces_aligned = warp_stack(tracked.crops, align, size, "lanczos") * masks_aligned[..., None]
-    masks = warp_stack(masks_aligned, invert(align), size, "nearest")
     eyes_crop = eye_landmarks(tracked.crops, anchors, with_mouth=eye_points == 34)
     eyes = transform_points(np.asarray(eyes_crop), align)
     gaze = eye_gaze_image(eyes, size).cpu().numpy()

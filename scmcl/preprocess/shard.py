@@ -24,6 +24,7 @@ from scmcl.io.atomic import atomic_path, write_parquet
 from scmcl.io.media import read_frames
 from scmcl.preprocess.align import landmark_template, load_template
 from scmcl.preprocess.clip import STACKS, TABLE, process_clip, write_clip_outputs
+from scmcl.preprocess.masks import SegmentationMasker
 from scmcl.preprocess.reconstruct import make_reconstructor
 from scmcl.preprocess.settings import PreprocessSettings
 from scmcl.preprocess.tracking import make_tracker, track_clip
@@ -65,6 +66,7 @@ class ShardRunner:
         self.template = load_template(settings.template) if settings.template else landmark_template(self.layer, settings.crop_size)
         self.reconstructor = make_reconstructor(settings.reconstruction, self.layer, self.device, settings.crop_size,
                                                 settings.deca_model)
+        self.masker = SegmentationMasker(settings.segmentation_weights, self.device) if settings.mask == "fsgan" else None
         self.data_root = data_root
         self._shared = None
         self.fingerprint = settings.fingerprint(model_path)
@@ -86,7 +88,8 @@ class ShardRunner:
         tracked = track_clip(frames, self._tracker(row.actor, key), self.settings.crop_size, self.settings.margin,
                              name, self.settings.smooth_window)
         recon = self.reconstructor.reconstruct(tracked.crops, tracked.landmarks_crop, tracked.found)
-        outputs = process_clip(tracked, recon, self.layer, self.template, self.settings.eye_points, self.device)
+        outputs = process_clip(tracked, recon, self.layer, self.template, self.settings.eye_points, self.device,
+                               self.masker)
         write_clip_outputs(outputs, directory)
         seconds = time.perf_counter() - start
         log.info("%s: %d frames in %.1f s (%.1f frames/s), fit rms %.2f px", name, len(frames), seconds,

@@ -55,6 +55,7 @@ rule preprocess_shard:
         margin=PRE["margin"],
         window=PRE["smooth_window"],
         reconstruction=PRE["reconstruction"],
+        fit_iterations=PRE["fit_iterations"],
         deca=optional_flag("--deca-model", PRE["deca_model"]),
         n_shape=PRE["n_shape"],
         n_exp=PRE["n_exp"],
@@ -69,7 +70,7 @@ rule preprocess_shard:
         " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
         " --tracker {params.tracker} --tracker-noise-px {params.noise} --crop-size {params.crop_size}"
         " --margin {params.margin} --smooth-window {params.window}"
-        " --reconstruction {params.reconstruction} {params.deca} --n-shape {params.n_shape}"
+        " --reconstruction {params.reconstruction} --fit-iterations {params.fit_iterations} {params.deca} --n-shape {params.n_shape}"
         " --n-exp {params.n_exp} --mask {params.mask} {params.segmentation} {params.template}"
         " --eye-points {params.eye_points}"
         " --device {params.device} --threads {threads} > {log} 2>&1"

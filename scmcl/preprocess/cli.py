@@ -18,7 +18,7 @@ def _shard(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = PreprocessSettings(
         tracker=args.tracker, tracker_noise_px=args.tracker_noise_px, crop_size=args.crop_size, margin=args.margin,
-        smooth_window=args.smooth_window, reconstruction=args.reconstruction, deca_model=args.deca_model,
+        smooth_window=args.smooth_window, reconstruction=args.reconstruction, fit_iterations=args.fit_iterations, deca_model=args.deca_model,
         n_shape=args.n_shape, n_exp=args.n_exp, mask=args.mask, segmentation_weights=args.segmentation_weights,
         template=args.template, eye_points=args.eye_points, device=args.device,
     )
@@ -34,7 +34,7 @@ def _expressions(args: argparse.Namespace) -> int:
 
     table = expression_table([Path(p) for p in args.shards])
     write_parquet(table, args.out)
-    print(f"{len(table)} frames of {table.clip.nunique()} clips -> {args.out}")
+    print(f"{len(table)} frames of {table['clip'].nunique()} clips -> {args.out}")
     return 0
 
 
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shard.add_argument("--margin", type=float, default=70 / 186)
     shard.add_argument("--smooth-window", type=int, default=49)
     shard.add_argument("--reconstruction", default="fit", choices=["fit", "deca"])
+    shard.add_argument("--fit-iterations", type=int, default=200, help="optimiser steps of the full landmark fit")
     shard.add_argument("--deca-model", default="")
     shard.add_argument("--n-shape", type=int, default=100)
     shard.add_argument("--n-exp", type=int, default=50)

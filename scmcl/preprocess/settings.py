@@ -19,6 +19,7 @@ class PreprocessSettings:
     margin: float = 70 / 186
     smooth_window: int = 49
     reconstruction: str = "fit"
+    fit_iterations: int = 200
     deca_model: str = ""
     n_shape: int = 100
     n_exp: int = 50

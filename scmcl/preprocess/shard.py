@@ -82,20 +82,46 @@ class ShardRunner:
     def run_clip(self, row, directory: Path) -> dict:
         """Preprocess one manifest row (a namedtuple of the clip table) into ``directory``."""
         name = f"{row.actor}/{row.emotion}/level_{row.level}/{row.clip}"
-        start = time.perf_counter()
+        clock = _StageClock()
         frames = read_frames(row.video)
+        clock.lap("decode")
         key = ClipKey(row.emotion, int(row.level), row.clip)
         tracked = track_clip(frames, self._tracker(row.actor, key), self.settings.crop_size, self.settings.margin,
                              name, self.settings.smooth_window)
+        clock.lap("track")
         recon = self.reconstructor.reconstruct(tracked.crops, tracked.landmarks_crop, tracked.found)
+        clock.lap("reconstruct")
         outputs = process_clip(tracked, recon, self.layer, self.template, self.settings.eye_points, self.device,
                                self.masker)
+        clock.lap("align_render")
         write_clip_outputs(outputs, directory)
-        seconds = time.perf_counter() - start
-        log.info("%s: %d frames in %.1f s (%.1f frames/s), fit rms %.2f px", name, len(frames), seconds,
-                 len(frames) / seconds, float(np.nanmean(recon.per_frame_rms)))
-        return {"frames": len(frames), "found": int(tracked.found.sum()), "filled": int(tracked.filled.sum()),
-                "fit_rms_px": float(np.nanmean(recon.per_frame_rms)), "seconds": seconds}
+        clock.lap("write")
+        n = len(frames)
+        log.info("%s: %d frames, fit rms %.2f px; frames/s per stage: %s", name, n,
+                 float(np.nanmean(recon.per_frame_rms)), clock.rates(n))
+        return {"frames": n, "found": int(tracked.found.sum()), "filled": int(tracked.filled.sum()),
+                "fit_rms_px": float(np.nanmean(recon.per_frame_rms)), "seconds": clock.total,
+                **{f"seconds_{stage}": s for stage, s in clock.laps.items()}}
+
+
+class _StageClock:
+    """Wall time per preprocessing stage, for the log and the shard table (benchmark figures)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self._last
+        self._last = now
+
+    @property
+    def total(self) -> float:
+        return sum(self.laps.values())
+
+    def rates(self, frames: int) -> str:
+        return ", ".join(f"{stage} {frames / max(s, 1e-9):.1f}" for stage, s in self.laps.items())
 
 
 def run_shard(manifest: pd.DataFrame, actor: str, emotion: str, clip_root: Path, out: Path, runner: ShardRunner) -> pd.DataFrame:

@@ -2,9 +2,14 @@
 
 Unknowns: one identity ``shape`` per clip; per frame the expression, the jaw and global
 rotation (``pose`` = DECA's ``[global(3), jaw(3)]``) and DECA's orthographic camera
-``cam = [s, tx, ty]``; neck and eyes stay zero.  Two Adam stages on all frames at once:
-a rigid one (global rotation and camera, from a landmark-bounding-box initialisation), then
-everything with priors and temporal smoothness.
+``cam = [s, tx, ty]``; neck and eyes stay zero.  All frames are solved together by L-BFGS in
+three stages, each starting where the last stopped:
+
+1. rigid: global rotation and camera, from a landmark-bounding-box initialisation, on the
+   points the mouth does not move;
+2. rigid + jaw on all points, so that mouth opening is first explained by the jaw (which
+   has no coefficient prior) rather than by expression blendshapes that mimic it;
+3. everything, with priors and temporal smoothness.
 
 Why it is built this way:
 
@@ -13,13 +18,16 @@ Why it is built this way:
   linear in the coefficients), which gives exactly the layer's landmarks at a small fraction
   of the cost (5023 → a few hundred vertices for the real FLAME).
 - Every unknown is optimised in *pixel units*: a unit step of a variable moves the landmarks
-  by one pixel RMS (measured by the Jacobian at the neutral head).  One learning rate then
-  suits coefficients, radians and camera alike, for FLAME and the built-in head, and the
-  smoothness terms measure frame-to-frame change in pixels of landmark motion.
+  by one pixel RMS (measured by the Jacobian at the neutral head).  That conditions the
+  problem for coefficients, radians and camera alike, for FLAME and the built-in head, and
+  lets the smoothness terms measure frame-to-frame change as landmark motion in pixels.
 - Pixels are those of a 256-pixel crop (:data:`REF_SIZE`) whatever the input size, so one
   set of weights serves 128, 224 and 256 crops.
 - Frames marked invalid (or with non-finite landmarks) have no data term; the smoothness
   terms interpolate them from their neighbours.
+- Smoothness is weak on purpose: landmarks pin every usable frame well, and a strong
+  penalty on real speech-rate motion is paid by trading jaw opening for expression and head
+  rotation for head depth.
 """
 
 from __future__ import annotations
@@ -32,10 +40,10 @@ import pandas as pd
 import torch
 
 from scmcl.face3d.camera import orthographic
-from scmcl.face3d.flame import FlameLayer
+from scmcl.face3d.flame import FlameLayer, landmarks_from_vertices
 from scmcl.face3d.flame_model import FlameModel, LandmarkEmbedding
 
-#: Image side (pixels) that residuals, weights and the learning rate are expressed in.
+#: Image side (pixels) that residuals and weights are expressed in.
 REF_SIZE = 256
 #: The 17 jaw-contour points of the iBUG-68 layout come first.
 N_CONTOUR = 17
@@ -43,6 +51,8 @@ N_LANDMARKS = 68
 #: iBUG-68 points that hardly move with the mouth (upper contour, brows, nose, eyes): the rigid
 #: stage and the camera initialisation use only these, so an open mouth is not taken for scale.
 RIGID_POINTS = np.r_[0:4, 13:48]
+#: Most L-BFGS runs per stage, each with the jaw-contour rows re-selected (see :func:`_optimise`).
+CONTOUR_ROUNDS = 4
 #: Unknowns of the head's rigid motion.
 _RIGID = ("rot", "log_s", "trans")
 #: Kinematic-tree table entry that marks the root (FLAME stores uint32 -1).
@@ -51,20 +61,27 @@ _ROOT_ID = 4294967295
 
 @dataclass
 class FitSettings:
-    """Sizes, iterations and weights of :func:`fit_clip`.
+    """Sizes, iterations (L-BFGS steps per stage) and weights of :func:`fit_clip`.
 
-    Weights are in squared pixels of a 256-pixel crop summed over the 68 landmarks, so
-    ``w_exp = 1`` is the MAP weight of a unit-variance coefficient prior for 1-pixel landmark
-    noise.  The smoothness weights multiply the squared frame-to-frame change (first and
-    second differences) of every unknown, measured as RMS landmark motion in pixels and
-    summed over the 68 landmarks.
+    ``n_shape``/``n_exp``: leading components fitted (at most the layer's; DECA uses 100/50
+    of the real FLAME).  The data term sums, over the 68 landmarks, a Charbonnier cost of the
+    point distance (≈ squared distance below ``robust_px``) times the point's weight (1, or
+    ``contour_weight`` for the jaw contour), in pixels of a 256-pixel crop.  So ``w_exp = 1``
+    is the MAP weight of a unit-variance coefficient prior under 1-pixel landmark noise; the
+    identity prior ``w_shape`` counts like one frame's.  The jaw costs ``w_jaw`` per squared
+    radian of opening outside ``jaw_range`` and ``w_jaw_side`` per squared radian of its other
+    two axes.  ``w_smooth``/``w_smooth_acc`` weigh the squared first/second frame differences
+    of every per-frame unknown, measured as landmark motion (squared pixels summed over the
+    68 points, as the data term).  ``lr`` scales the L-BFGS step (1 is its natural step);
+    ``chunk_frames`` bounds the frames in one forward pass.
     """
 
     n_shape: int
     n_exp: int
-    iters_rigid: int = 100
-    iters_jaw: int = 100
-    iters_full: int = 500
+    iters_rigid: int = 50
+    iters_jaw: int = 50
+    iters_full: int = 200
+    lr: float = 1.0
     w_shape: float = 1.0
     w_exp: float = 1.0
     w_jaw: float = 1e4
@@ -177,11 +194,23 @@ class _Unknowns(torch.nn.Module):
 
 
 def _project(problem: _Problem, shape: torch.Tensor, exp: torch.Tensor, pose: torch.Tensor,
-             cam: torch.Tensor) -> torch.Tensor:
-    """Landmarks (B,68,2) in reference pixels."""
-    lmk = problem.layer(shape.expand(exp.shape[0], -1), exp, pose).landmarks
+             cam: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Landmarks (B,68,2) in reference pixels with the jaw-contour rows ``bins`` (B,) given
+    rather than taken from the head yaw (see :func:`_optimise`)."""
+    layer = problem.layer
+    vertices = layer(shape.expand(exp.shape[0], -1), exp, pose).vertices
+    faces_idx = torch.cat([layer.dynamic_lmk_faces_idx[bins], layer.static_lmk_faces_idx.expand(len(bins), -1)], 1)
+    bary = torch.cat([layer.dynamic_lmk_bary_coords[bins], layer.static_lmk_bary_coords.expand(len(bins), -1, -1)], 1)
+    lmk = landmarks_from_vertices(vertices, layer.faces, faces_idx, bary)
     size = problem.image_size
     return orthographic(lmk, cam, size, size)[..., :2] * (REF_SIZE / size)
+
+
+def _contour_bins(problem: _Problem, unknowns: _Unknowns) -> torch.Tensor:
+    """The jaw-contour row (T,) each frame's current head rotation selects."""
+    rot = unknowns.value("rot").detach()
+    zeros = rot.new_zeros(rot.shape[0], 3)
+    return problem.layer.contour_bins(torch.cat([rot, zeros, zeros, zeros, zeros], dim=1))
 
 
 def _charbonnier(dist2: torch.Tensor, delta: float) -> torch.Tensor:
@@ -189,13 +218,15 @@ def _charbonnier(dist2: torch.Tensor, delta: float) -> torch.Tensor:
     return 2.0 * delta**2 * (torch.sqrt(1.0 + dist2 / delta**2) - 1.0)
 
 
-def _data_term(problem: _Problem, unknowns: _Unknowns, frames: slice, weight: torch.Tensor) -> torch.Tensor:
-    """Robust landmark cost of the usable frames in ``frames``, weighted per landmark, summed."""
+def _data_term(problem: _Problem, unknowns: _Unknowns, frames: slice, weight: torch.Tensor,
+               bins: torch.Tensor) -> torch.Tensor | None:
+    """Robust landmark cost of the usable frames in ``frames``, weighted per landmark, summed
+    (``None`` when the chunk has no usable frame)."""
     valid = problem.valid[frames]
     if not bool(valid.any()):
-        return unknowns.z["log_s"].sum() * 0.0
+        return None
     pred = _project(problem, unknowns.value("shape"), unknowns.value("exp")[frames][valid],
-                    unknowns.pose()[frames][valid], unknowns.cam()[frames][valid])
+                    unknowns.pose()[frames][valid], unknowns.cam()[frames][valid], bins[frames][valid])
     dist2 = ((pred - problem.target[frames][valid]) ** 2).sum(-1)
     return (_charbonnier(dist2, problem.settings.robust_px) * weight).sum()
 
@@ -210,13 +241,13 @@ def _jaw_prior(jaw: torch.Tensor, s: FitSettings) -> torch.Tensor:
 
 def _smoothness(unknowns: _Unknowns, keys: tuple[str, ...], s: FitSettings) -> torch.Tensor:
     """First and second temporal differences of the per-frame unknowns, in pixels."""
-    total = unknowns.z["log_s"].sum() * 0.0
+    terms = []
     for key in keys:
         x = unknowns.scaled(key)
         vel = x[1:] - x[:-1]
         acc = vel[1:] - vel[:-1]
-        total = total + N_LANDMARKS * (s.w_smooth * (vel**2).sum() + s.w_smooth_acc * (acc**2).sum())
-    return total
+        terms.append(s.w_smooth * (vel**2).sum() + s.w_smooth_acc * (acc**2).sum())
+    return N_LANDMARKS * torch.stack(terms).sum()
 
 
 def _prior_terms(unknowns: _Unknowns, keys: tuple[str, ...], n_frames: int, s: FitSettings) -> torch.Tensor:
@@ -236,30 +267,45 @@ def _prior_terms(unknowns: _Unknowns, keys: tuple[str, ...], n_frames: int, s: F
 
 def _optimise(problem: _Problem, unknowns: _Unknowns, keys: tuple[str, ...], iters: int,
               weight: torch.Tensor) -> None:
-    """L-BFGS on the ``keys`` unknowns; the data gradient is accumulated over frame chunks so
-    memory stays bounded while the identity stays shared."""
+    """L-BFGS on the ``keys`` unknowns for ``iters`` steps in all.
+
+    The yaw-dependent jaw contour makes the loss jump wherever a frame's contour row changes,
+    which stops a line search dead; so each L-BFGS run keeps the rows of its start fixed (a
+    smooth loss), and a new run starts with the rows re-selected until they stop changing, the
+    steps are spent or :data:`CONTOUR_ROUNDS` runs are done (a frame whose yaw sits on a row
+    boundary can flip back and forth for ever).  The data gradient is accumulated over frame
+    chunks so memory stays bounded while the identity stays shared.
+    """
     s = problem.settings
     params = [unknowns.z[k] for k in keys]
-    if iters <= 0 or not params:
-        return
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, history_size=50, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)
     n_frames = problem.target.shape[0]
     n_valid = int(problem.valid.sum())
     chunks = [slice(i, min(i + s.chunk_frames, n_frames)) for i in range(0, n_frames, s.chunk_frames)]
+    left = iters
+    if left <= 0:
+        return
+    bins = _contour_bins(problem, unknowns)
 
     def closure() -> float:
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for frames in chunks:
-            loss = _data_term(problem, unknowns, frames, weight) / n_valid
-            loss.backward()
-            total += loss.item()
+            loss = _data_term(problem, unknowns, frames, weight, bins)
+            if loss is not None:
+                (loss / n_valid).backward()
+                total += loss.item() / n_valid
         prior = _prior_terms(unknowns, keys, n_frames, s)
         prior.backward()
         return total + prior.item()
 
-    opt.step(closure)
+    for _ in range(CONTOUR_ROUNDS):
+        opt = torch.optim.LBFGS(params, lr=s.lr, max_iter=left, history_size=50, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-7, tolerance_change=1e-9)
+        opt.step(closure)
+        left -= opt.state[params[0]]["n_iter"]
+        previous, bins = bins, _contour_bins(problem, unknowns)
+        if left <= 0 or torch.equal(previous, bins):
+            break
 
 
 def _fill_gaps(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -292,12 +338,13 @@ def _units(problem: _Problem, log_s: torch.Tensor) -> dict[str, torch.Tensor]:
     sizes = {"shape": layer.n_shape, "exp": layer.n_exp, "rot": 3, "jaw": 3, "log_s": 1, "trans": 2}
     ref = problem.target
     median_log_s = log_s.median()
+    frontal = torch.zeros(1, dtype=torch.long, device=ref.device)
 
     def landmarks(flat: torch.Tensor) -> torch.Tensor:
         x = dict(zip(sizes, flat.split(list(sizes.values()))))
         cam = torch.cat([(median_log_s + x["log_s"]).exp(), x["trans"]])[None]
         pose = torch.cat([x["rot"], x["jaw"]])[None]
-        return _project(problem, x["shape"][None], x["exp"][None], pose, cam)[0]
+        return _project(problem, x["shape"][None], x["exp"][None], pose, cam, frontal)[0]
 
     flat0 = ref.new_zeros(sum(sizes.values()))
     jac = torch.autograd.functional.jacobian(landmarks, flat0)  # (68,2,P)
@@ -309,14 +356,16 @@ def _units(problem: _Problem, log_s: torch.Tensor) -> dict[str, torch.Tensor]:
 def _as_problem(layer: FlameLayer, landmarks: np.ndarray | torch.Tensor, image_size: int,
                 settings: FitSettings, valid: np.ndarray | torch.Tensor | None,
                 device: torch.device) -> _Problem:
-    sub = landmark_sublayer(layer, settings.n_shape, settings.n_exp).to(device)
+    """Checked inputs on ``device`` in double precision: L-BFGS line searches compare loss
+    changes far below float32 resolution of a sum over thousands of landmark terms."""
+    sub = landmark_sublayer(layer, settings.n_shape, settings.n_exp).to(device=device, dtype=torch.float64)
     dtype = sub.v_template.dtype
-    target = torch.as_tensor(np.asarray(landmarks), dtype=dtype, device=device)
+    target = torch.as_tensor(landmarks, dtype=dtype, device=device)
     if target.ndim != 3 or target.shape[1:] != (N_LANDMARKS, 2):
         raise ValueError(f"landmarks must have shape (T, 68, 2), got {tuple(target.shape)}")
     usable = torch.isfinite(target).all(-1).all(-1)
     if valid is not None:
-        valid_t = torch.as_tensor(np.asarray(valid), dtype=torch.bool, device=device)
+        valid_t = torch.as_tensor(valid, dtype=torch.bool, device=device)
         if valid_t.shape != usable.shape:
             raise ValueError(f"valid must have shape ({target.shape[0]},), got {tuple(valid_t.shape)}")
         usable = usable & valid_t
@@ -331,7 +380,8 @@ def _as_problem(layer: FlameLayer, landmarks: np.ndarray | torch.Tensor, image_s
 def _frame_rms(problem: _Problem, unknowns: _Unknowns) -> torch.Tensor:
     """RMS point distance (input pixels) per frame, NaN where the frame had no usable landmarks."""
     with torch.no_grad():
-        pred = _project(problem, unknowns.value("shape"), unknowns.value("exp"), unknowns.pose(), unknowns.cam())
+        pred = _project(problem, unknowns.value("shape"), unknowns.value("exp"), unknowns.pose(), unknowns.cam(),
+                        _contour_bins(problem, unknowns))
         rms = ((pred - problem.target) ** 2).sum(-1).mean(-1).sqrt() * (problem.image_size / REF_SIZE)
     return torch.where(problem.valid, rms, torch.full_like(rms, math.nan))
 

@@ -41,7 +41,7 @@ rule preprocess_shard:
         "benchmarks/preprocess_shard/{actor}/{emotion}.tsv"
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: 1  # the landmark fit is fastest on one torch thread; shards run in parallel
     resources:
         mem_mb=mem_mb(8000),
         runtime=runtime_min(120),

@@ -22,6 +22,15 @@ from tests.conftest import ACTOR, SETTINGS
 CROP = 96
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Preprocessing runs on one torch thread per job (see rules/preprocess.smk)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def runner(head_files, corpus):
     settings = PreprocessSettings(crop_size=CROP, tracker="synthetic", tracker_noise_px=0.5)

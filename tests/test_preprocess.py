@@ -127,3 +127,37 @@ def test_changed_settings_redo_clips(shard, runner, head_files):
     same_on_gpu = PreprocessSettings(crop_size=CROP, tracker="synthetic", tracker_noise_px=0.5, device="cuda")
     assert changed.fingerprint(str(head_files[0])) != runner.fingerprint
     assert same_on_gpu.fingerprint(str(head_files[0])) == runner.fingerprint
+
+
+def test_segmentation_masks_replace_the_rasterized_ones(shard, runner, tmp_path):
+    """With mask: fsgan, the U-Net's mask (here forced to 'face' everywhere, so the whole
+    eroded crop) cuts the aligned face, instead of the mesh's rasterized region."""
+    from scmcl.preprocess.clip import process_clip
+    from scmcl.preprocess.masks import SegmentationMasker, UNet, save_unet_like
+    from scmcl.preprocess.reconstruct import Reconstruction
+    from scmcl.preprocess.tracking import TrackedClip
+
+    out, _ = shard
+    directory = out / "neutral" / "level_1" / "001"
+    frames = pd.read_parquet(directory / TABLE).iloc[:2]
+    n = len(frames)
+    block = lambda p: frames.filter(regex=f"^{p}_\\d+$").to_numpy()  # noqa: E731
+    crop_m = block("crop_matrix").reshape(n, 2, 3)
+    lmk = np.stack([block("lmk_x"), block("lmk_y")], axis=-1)
+    lmk_crop = np.einsum("tij,tkj->tki", crop_m[:, :, :2], lmk) + crop_m[:, None, :, 2]
+    tracked = TrackedClip(np.load(directory / "crops.npy")[:n], block("box"), lmk, lmk_crop,
+                          frames["found"].to_numpy(), frames["filled"].to_numpy(), crop_m)
+    recon = Reconstruction(block("shape")[0], block("exp"), block("pose"), block("cam"), frames["fit_rms_px"].to_numpy())
+    weights = tmp_path / "unet.pth"
+    save_unet_like(weights, UNet())
+    masker = SegmentationMasker(weights, "cpu")
+    with torch.no_grad():  # the 'face' class wins at every pixel
+        masker.net.final.weight.zero_()
+        masker.net.final.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    outputs = process_clip(tracked, recon, runner.layer, runner.template, 34, torch.device("cpu"), masker)
+    masks = outputs.stacks["masks"] > 0
+    assert masks.mean() > 0.5, "the forced-face network should mask most of the crop"
+    raster = np.load(directory / "masks.npy")[:n] > 0
+    assert (masks != raster).mean() > 0.05, "masks still come from the rasterized mesh"
+    aligned = outputs.stacks["faces_aligned"].max(axis=-1) > 0
+    assert (aligned <= (outputs.stacks["masks_aligned"] > 0)).all()

@@ -132,6 +132,7 @@ def test_changed_settings_redo_clips(shard, runner, head_files):
 def test_segmentation_masks_replace_the_rasterized_ones(shard, runner, tmp_path):
     """With mask: fsgan, the U-Net's mask (here forced to 'face' everywhere, so the whole
     eroded crop) cuts the aligned face, instead of the mesh's rasterized region."""
+    from scmcl.preprocess.align import transform_points
     from scmcl.preprocess.clip import process_clip
     from scmcl.preprocess.masks import SegmentationMasker, UNet, save_unet_like
     from scmcl.preprocess.reconstruct import Reconstruction
@@ -144,7 +145,7 @@ def test_segmentation_masks_replace_the_rasterized_ones(shard, runner, tmp_path)
     block = lambda p: frames.filter(regex=f"^{p}_\\d+$").to_numpy()  # noqa: E731
     crop_m = block("crop_matrix").reshape(n, 2, 3)
     lmk = np.stack([block("lmk_x"), block("lmk_y")], axis=-1)
-    lmk_crop = np.einsum("tij,tkj->tki", crop_m[:, :, :2], lmk) + crop_m[:, None, :, 2]
+    lmk_crop = transform_points(lmk, crop_m)
     tracked = TrackedClip(np.load(directory / "crops.npy")[:n], block("box"), lmk, lmk_crop,
                           frames["found"].to_numpy(), frames["filled"].to_numpy(), crop_m)
     recon = Reconstruction(block("shape")[0], block("exp"), block("pose"), block("cam"), frames["fit_rms_px"].to_numpy())

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scmcl.face3d.camera import orthographic
 from scmcl.face3d.flame import FlameLayer
 from scmcl.io.atomic import write_parquet
 from scmcl.io.stacks import write_stack
@@ -23,13 +22,12 @@ from scmcl.preprocess.align import invert, transform_points, umeyama_batch, warp
 from scmcl.preprocess.conditioning import eye_gaze_image, face_mask, nmfc_colors, nmfc_image, rasterize_surface, shape_image
 from scmcl.preprocess.eyes import eye_landmarks
 from scmcl.preprocess.masks import SegmentationMasker
-from scmcl.preprocess.reconstruct import Reconstruction
+from scmcl.preprocess.reconstruct import Reconstruction, mesh_batches, projected_landmarks
 from scmcl.preprocess.tracking import TrackedClip
 
 #: Image stacks written per clip: crops and masks in crop space, the rest aligned.
 STACKS = ("crops", "masks", "faces_aligned", "masks_aligned", "nmfc_aligned", "shape_aligned", "eyes_aligned")
 TABLE = "frames.parquet"
-_RENDER_CHUNK = 32
 
 
 @dataclass
@@ -43,30 +41,6 @@ def _columns(prefix: str, block: np.ndarray) -> dict[str, np.ndarray]:
     return {f"{prefix}_{j:02d}": block[:, j].astype(np.float32) for j in range(block.shape[1])}
 
 
-def _fitted_landmarks(layer: FlameLayer, recon: Reconstruction, size: int, device: torch.device) -> np.ndarray:
-    """The reconstruction's own 68 landmarks in crop pixels: alignment anchors where tracking failed."""
-    out = []
-    for sl in _chunks(len(recon.exp)):
-        mesh = _mesh(layer, recon, sl, device)
-        cam = torch.as_tensor(recon.cam[sl], dtype=torch.float32, device=device)
-        out.append(orthographic(mesh.landmarks, cam, size, size)[..., :2].cpu().numpy())
-    return np.concatenate(out)
-
-
-def _chunks(n: int):
-    return [slice(i, min(n, i + _RENDER_CHUNK)) for i in range(0, n, _RENDER_CHUNK)]
-
-
-def _mesh(layer: FlameLayer, recon: Reconstruction, sl: slice, device: torch.device):
-    b = sl.stop - sl.start
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=torch.float32, device=device)
-
-    return layer(shape=t(recon.shape[None, : layer.n_shape]).expand(b, -1), exp=t(recon.exp[sl, : layer.n_exp]),
-                 pose=t(recon.pose[sl]))
-
-
 @torch.no_grad()
 def _render_aligned(layer: FlameLayer, recon: Reconstruction, align: np.ndarray, size: int,
                     device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,9 +48,7 @@ def _render_aligned(layer: FlameLayer, recon: Reconstruction, align: np.ndarray,
     faces = layer.faces.to(device)
     colors = nmfc_colors(layer.v_template).to(device)
     nmfc, shape, mask = [], [], []
-    for sl in _chunks(len(recon.exp)):
-        mesh = _mesh(layer, recon, sl, device)
-        cam = torch.as_tensor(recon.cam[sl], dtype=torch.float32, device=device)
+    for sl, mesh, cam in mesh_batches(layer, recon, device):
         transform = torch.as_tensor(align[sl], dtype=torch.float32, device=device)
         surface = rasterize_surface(mesh.vertices, faces, cam, size, pixel_transform=transform)
         nmfc.append(_to_uint8(nmfc_image(surface, faces, colors)))
@@ -97,7 +69,7 @@ def process_clip(tracked: TrackedClip, recon: Reconstruction, layer: FlameLayer,
     the rasterized region of the reconstructed mesh.
     """
     size = tracked.crops.shape[1]
-    fitted = _fitted_landmarks(layer, recon, size, device)
+    fitted = projected_landmarks(layer, recon, size, device)
     anchors = np.where(tracked.found[:, None, None], tracked.landmarks_crop, fitted)
     align = umeyama_batch(anchors, template)  # crop → aligned
     nmfc, shape, masks_aligned = _render_aligned(layer, recon, align, size, device)

@@ -5,13 +5,14 @@ parameters in the clip's crop frame with the same columns downstream."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import cv2
 import numpy as np
 import torch
 
-from scmcl.face3d.flame import FlameLayer
+from scmcl.face3d.camera import orthographic
+from scmcl.face3d.flame import FlameLayer, FlameOutput
 
 
 @dataclass
@@ -29,16 +30,32 @@ class Reconstructor(Protocol):
     def reconstruct(self, crops: np.ndarray, landmarks: np.ndarray, valid: np.ndarray) -> Reconstruction: ...
 
 
+#: Frames per FLAME forward pass when meshes of a whole clip are needed (bounds memory).
+MESH_CHUNK = 32
+
+
+def mesh_batches(layer: FlameLayer, recon: Reconstruction, device: torch.device) -> Iterator[tuple[slice, FlameOutput, torch.Tensor]]:
+    """The reconstructed meshes of a clip in chunks: (frames, FLAME output, orthographic camera)."""
+    n = len(recon.exp)
+    shape = torch.as_tensor(recon.shape[None, : layer.n_shape], dtype=torch.float32, device=device)
+    for start in range(0, n, MESH_CHUNK):
+        sl = slice(start, min(n, start + MESH_CHUNK))
+        exp, pose, cam = (torch.as_tensor(a[sl], dtype=torch.float32, device=device)
+                          for a in (recon.exp[:, : layer.n_exp], recon.pose, recon.cam))
+        yield sl, layer(shape=shape.expand(len(exp), -1), exp=exp, pose=pose), cam
+
+
+@torch.no_grad()
+def projected_landmarks(layer: FlameLayer, recon: Reconstruction, size: int, device: torch.device) -> np.ndarray:
+    """(T,68,2) the reconstruction's own landmarks in crop pixels."""
+    return np.concatenate([orthographic(mesh.landmarks, cam, size, size)[..., :2].cpu().numpy()
+                           for _, mesh, cam in mesh_batches(layer, recon, device)])
+
+
 def landmark_rms(layer: FlameLayer, recon: Reconstruction, landmarks: np.ndarray, size: int,
                  device: torch.device) -> np.ndarray:
     """Per-frame RMS distance (px) between the model's projected and the tracked landmarks."""
-    from scmcl.face3d.camera import orthographic
-
-    with torch.no_grad():
-        t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
-        n = len(recon.exp)
-        out = layer(shape=t(recon.shape[None]).expand(n, -1), exp=t(recon.exp), pose=t(recon.pose))
-        pred = orthographic(out.landmarks, t(recon.cam), size, size)[..., :2].cpu().numpy()
+    pred = projected_landmarks(layer, recon, size, device)
     return np.sqrt(np.nanmean(((pred - landmarks) ** 2).sum(-1), axis=1))
 
 

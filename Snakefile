@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/preprocess.smk"
+include: "rules/scmc.smk"
 
 
 rule all:
@@ -18,6 +19,7 @@ rule all:
     input:
         corpus_files(),
         preprocess_files(),
+        scmc_files(),
 
 
 rule corpus:
@@ -28,3 +30,8 @@ rule corpus:
 rule preprocess:
     input:
         preprocess_files(),
+
+
+rule scmc:
+    input:
+        scmc_files(),

@@ -77,3 +77,35 @@ def optional_flag(flag, value):
 
 def preprocess_files():
     return expand("work/preprocess/{actor}/expressions.parquet", actor=config["actors"])
+
+
+def scmc_files():
+    """The SCMC stage's products: both metrics' held-out figures and per-actor distances."""
+    evaluations = expand("work/scmc/{name}.eval.json", name=["audio", "expression", "image", "finetune_expression", "finetune_image"])
+    return evaluations + expand("work/scmc/dists_{visual}/{actor}/windows.parquet", visual=["expression", "image"], actor=config["actors"])
+
+
+# SCMC trainers: the tables each modality reads, and the flags every trainer shares.
+SCMC = config["scmc"]
+MODALITY_INPUTS = {
+    "audio": {},
+    "expression": {"expressions": expand("work/preprocess/{actor}/expressions.parquet", actor=config["actors"])},
+    "image": {"shards": expand("work/preprocess/{actor}/{emotion}.parquet", actor=config["actors"], emotion=config["emotions"])},
+}
+
+
+def training_flags(modality, stage):
+    """The command-line flags shared by every SCMC trainer of one modality."""
+    settings = SCMC[f"{stage}_{modality}"]
+    inputs = MODALITY_INPUTS[modality]
+    flags = [
+        f"--steps {settings['steps']} --lr {settings['lr']} --batch-size {SCMC['batch_size']}",
+        f"--seed {SCMC['seed']} --checkpoint-every {SCMC['checkpoint_every']} --eval-batches {SCMC['eval_batches']}",
+        f"--sample-rate {SCMC['sample_rate']} --image-crop {SCMC['image_crop']} --tau {SCMC['image_tau']}",
+    ]
+    if "image_size" in settings:
+        flags.append(f"--image-size {settings['image_size']}")
+    if stage == "finetune":
+        flags.append(f"--warmup {settings['warmup']} --consistency-weight {settings['consistency_weight']}")
+    flags += [f"--{key} {' '.join(paths)}" for key, paths in inputs.items()]
+    return " ".join(flags)

@@ -11,8 +11,11 @@ from scmcl.corpus import cli as corpus_cli
 from scmcl.face3d import cli as face3d_cli
 from scmcl.preprocess import cli as preprocess_cli
 from scmcl.preprocess import track_cli
+from scmcl.scmc import cli as scmc_cli
 
-STAGES = (corpus_cli, preprocess_cli, track_cli, face3d_cli)
+STAGES = (corpus_cli, preprocess_cli, track_cli, scmc_cli)
+#: Stages that add a ``scmcl bench <verb>``.
+BENCHES = (face3d_cli, scmc_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
         stage.register(sub)
+    bench = sub.add_parser("bench", help="benchmarks: figures printed, never asserted").add_subparsers(dest="verb", required=True)
+    for stage in BENCHES:
+        stage.register_bench(bench)
     return parser
 
 

@@ -14,8 +14,7 @@ def _bench_raster(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="verb", required=True)
+def register_bench(bench: argparse._SubParsersAction) -> None:
     raster = bench.add_parser("raster", help="frames/s of the rasterizer on a FLAME-sized mesh")
     raster.add_argument("--size", type=int, default=256)
     raster.add_argument("--batch", type=int, default=8)

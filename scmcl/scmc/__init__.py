@@ -1,0 +1,1 @@
+"""SCMC metric: audio alignment, encoders, contrastive training, offline distances."""

@@ -1,0 +1,239 @@
+"""A resumable training loop: a killed, timed-out or interrupted job continues where it stopped.
+
+The run directory (``checkpoint.pt``, ``metrics.tsv``) is deliberately not a Snakemake output,
+because Snakemake deletes the outputs of failed jobs; only what ``publish`` writes is.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scmcl.device import resolve_device
+from scmcl.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.tsv"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a training rule reads from the config; the caller folds it into the fingerprint."""
+
+    steps: int
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, torch (and CUDA) so a fresh run is reproducible; numpy gets a generator
+    of its own instead of global state, so its position can be checkpointed."""
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return np.random.default_rng(seed)
+
+
+def load_published(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Load what ``TrainLoop.publish`` wrote, with a message that says how to get it if absent."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the training rule that writes it")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+class _MetricsLog:
+    """``metrics.tsv``, one row per completed step, flushed at once so a running job can be plotted."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.keys = self._keep_before(path, start)
+        self.file: TextIO = path.open("a")
+
+    @staticmethod
+    def _keep_before(path: Path, start: int) -> list[str] | None:
+        """Drop rows from ``start`` on (written after the checkpoint, about to be redone) and any
+        line cut short by a kill, so each step appears exactly once; return the metric keys."""
+        if start == 0 or not path.exists():
+            path.unlink(missing_ok=True)
+            return None
+        header, *rows = path.read_text().splitlines()
+        columns = header.split("\t")
+        kept = [row for row in rows if len(fields := row.split("\t")) == len(columns) and int(fields[0]) < start]
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join([header, *kept]) + "\n")
+        return columns[2:]
+
+    def write(self, step: int, seconds: float, metrics: dict[str, float]) -> None:
+        if self.keys is None:
+            self.keys = list(metrics)
+            self.file.write("\t".join(["step", "seconds", *self.keys]) + "\n")
+        values = [f"{float(metrics[key]):.7g}" for key in self.keys]
+        self.file.write("\t".join([str(step), f"{seconds:.4f}", *values]) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """Turn SIGTERM (SLURM time limit) and SIGINT (Ctrl-C) into a request honoured between steps,
+    so the step in flight finishes and is checkpointed; previous handlers come back on exit."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signal.signal only works there
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: received.append(signum))
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+class TrainLoop:
+    """Runs ``step_fn`` for each step, checkpointing modules, optimizer and every RNG so a rerun
+    with the same fingerprint continues bit-for-bit where the last checkpoint left off.
+
+    The caller builds ``modules`` (already on ``device``) and ``optimizer`` identically each run;
+    on resume their state is overwritten from the checkpoint. ``step_fn`` draws its batches from
+    ``rng`` and any other randomness from torch, whose states are checkpointed too.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run_dir: str | Path,
+        settings: TrainSettings,
+        modules: dict[str, torch.nn.Module],
+        optimizer: torch.optim.Optimizer,
+        fingerprint: str,
+    ) -> None:
+        self.name = name
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.modules = modules
+        self.optimizer = optimizer
+        self.fingerprint = fingerprint
+        self.device = resolve_device(settings.device)
+        self.rng = np.random.default_rng(settings.seed)
+        self.start_step = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / METRICS
+
+    def run(self, step_fn: Callable[[int], dict[str, float]]) -> None:
+        """Run the remaining steps; on SIGTERM/SIGINT checkpoint after the current step and raise
+        ``SystemExit(143)`` / ``KeyboardInterrupt``. An exception from ``step_fn`` writes nothing,
+        as the step may have left the modules half-updated: the rerun redoes it from the checkpoint."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start_step = self._restore()
+        with _stop_requests() as stop:
+            next_step = self._run_steps(step_fn, stop)
+        if stop:
+            log.warning("%s: interrupted at step %d, checkpoint saved", self.name, next_step)
+            if stop[0] == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signal.SIGTERM)
+
+    def _run_steps(self, step_fn: Callable[[int], dict[str, float]], stop: list[int]) -> int:
+        """Steps from ``start_step`` until done or a stop is requested; return the next step to run."""
+        steps = self.settings.steps
+        log_every = max(1, steps // 20)
+        next_step = self.start_step
+        for module in self.modules.values():
+            module.train()
+        metrics_log = _MetricsLog(self.metrics_path, self.start_step)
+        interval = 0.1 if sys.stderr.isatty() else 10  # keep cluster log files small
+        bar = tqdm(total=steps, initial=self.start_step, desc=self.name, file=sys.stderr, mininterval=interval)
+        try:
+            for step in range(self.start_step, steps):
+                started = time.perf_counter()
+                metrics = step_fn(step)
+                metrics_log.write(step, time.perf_counter() - started, metrics)
+                next_step = step + 1
+                shown = {key: f"{float(value):.4g}" for key, value in metrics.items()}
+                bar.set_postfix(shown, refresh=False)
+                bar.update()
+                if next_step % log_every == 0 or next_step == steps:
+                    log.info("%s step %d/%d %s", self.name, next_step, steps, " ".join(f"{k}={v}" for k, v in shown.items()))
+                if next_step % self.settings.checkpoint_every == 0 or next_step == steps or stop:
+                    self._save_checkpoint(next_step)
+                if stop:
+                    break
+        finally:
+            bar.close()
+            metrics_log.close()
+        return next_step
+
+    def publish(self, path: str | Path, payload: dict) -> None:
+        """``torch.save`` a Snakemake output atomically, so a kill never leaves a half-written file;
+        keep the payload to tensors and plain Python values so ``load_published`` can load it safely."""
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    def publish_metrics(self, path: str | Path) -> None:
+        """Copy the run's metrics table to a Snakemake output, atomically."""
+        with atomic_path(path) as tmp:
+            shutil.copyfile(self.metrics_path, tmp)
+
+    def _restore(self) -> int:
+        """Load the checkpoint when it belongs to these settings; otherwise seed a fresh run."""
+        if self.checkpoint_path.exists():
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            if state["fingerprint"] == self.fingerprint and state["step"] <= self.settings.steps:
+                for name, module in self.modules.items():
+                    module.load_state_dict(state["modules"][name])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.rng.bit_generator.state = state["numpy_rng"]
+                random.setstate(state["python_rng"])
+                torch.set_rng_state(state["torch_rng"])
+                if state["cuda_rng"] is not None and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(state["cuda_rng"])
+                log.info("resuming %s from step %d", self.name, state["step"])
+                return state["step"]
+            log.warning(
+                "%s: settings changed since %s was written (fingerprint or fewer steps), starting again from step 0",
+                self.name,
+                self.checkpoint_path,
+            )
+        # Reseed in place: a step_fn may already hold a reference to ``self.rng``.
+        self.rng.bit_generator.state = seed_everything(self.settings.seed).bit_generator.state
+        log.info("starting %s at step 0", self.name)
+        return 0
+
+    def _save_checkpoint(self, next_step: int) -> None:
+        state = {
+            "fingerprint": self.fingerprint,
+            "step": next_step,
+            "modules": {name: module.state_dict() for name, module in self.modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,  # PCG64: plain ints and str, weights_only-safe
+            "python_rng": random.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)

@@ -3,6 +3,7 @@ its log and benchmark, and a second run has nothing to do."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -16,8 +17,11 @@ CONFIG = {
     "emotions": ["neutral", "happy"],
     "data_root": "corpus",
     "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
-    "synthetic": {"sentences": 1, "resolution": 64},
-    "preprocess": {"crop_size": 64},
+    "synthetic": {"sentences": 2, "resolution": 64},
+    "preprocess": {"crop_size": 64, "fit_iterations": 30},
+    "scmc": {"pairs": 2, "batch_size": 8, "checkpoint_every": 5, "eval_batches": 2,
+             **{name: {"steps": 10} for name in ("train_audio", "train_expression", "train_image")},
+             "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}},
 }
 
 
@@ -37,10 +41,16 @@ def test_every_rule_ran_with_log_and_benchmark(run):
     assert (workdir / "corpus/SYN01/video/front/happy/level_3/001.mp4").is_file()
     table = pd.read_parquet(workdir / "work/preprocess/SYN01/expressions.parquet")
     assert set(table.emotion) == {"neutral", "happy"} and len(table) > 20
-    for rule, name in [("synth_corpus", "SYN01"), ("preprocess_shard", "SYN01/happy")]:
-        assert (workdir / f"logs/{rule}/{name}.log").is_file()
-        assert (workdir / f"benchmarks/{rule}/{name}.tsv").is_file()
+    for rule, name in [("synth_corpus", "SYN01"), ("preprocess_shard", "SYN01/happy"), ("train_scmc_audio", ""),
+                       ("finetune_scmc_image", ""), ("scmc_dists", "image/SYN01")]:
+        stem = f"{rule}/{name}" if name else rule
+        assert (workdir / f"logs/{stem}.log").is_file()
+        assert (workdir / f"benchmarks/{stem}.tsv").is_file()
     assert (workdir / "logs/synth_head.log").is_file() and (workdir / "logs/corpus_manifest.log").is_file()
+    happy = np.load(workdir / "work/scmc/dists_expression/SYN01/happy.npy")
+    windows = pd.read_parquet(workdir / "work/scmc/dists_expression/SYN01/windows.parquet")
+    assert happy.shape == ((windows.emotion == "neutral").sum(), (windows.emotion == "happy").sum())
+    assert (workdir / "work/train/finetune_scmc_image/checkpoint.pt").is_file()
 
 
 def test_second_run_has_nothing_to_do(run):

@@ -84,12 +84,12 @@ def actor_distances(models, clips: pd.DataFrame, out_dir: str | Path, sample_rat
     windows = enumerate_windows(clips, sample_rate, seq_len, hop)
     vectors = embed_windows(models, audio, windows, batch, device)
     out_dir = Path(out_dir)
-    neutral = vectors[torch.from_numpy((windows.emotion == "neutral").to_numpy())]
+    neutral = vectors[torch.tensor((windows.emotion == "neutral").to_numpy())]
     if len(neutral) == 0:
         raise ValueError(f"actor {clips.actor.iloc[0]} has no neutral windows: distances are neutral×emotion")
     for emotion in windows.emotion.unique():
         if emotion != "neutral":
-            mask = torch.from_numpy((windows.emotion == emotion).to_numpy())
+            mask = torch.tensor((windows.emotion == emotion).to_numpy())
             write_distance_matrix(out_dir / f"{emotion}.npy", neutral, vectors[mask], chunk, device)
     write_parquet(windows[list(WINDOW_COLUMNS)], out_dir / "windows.parquet")
     return windows

@@ -115,7 +115,7 @@ def batch_figures(loss: torch.Tensor, distances: torch.Tensor) -> dict[str, floa
     """Per-step metrics: loss, mean positive and negative distance, in-batch top-1 accuracy."""
     d = distances.detach()
     off = ~torch.eye(len(d), dtype=torch.bool, device=d.device)
-    return {"loss": float(loss), "d_pos": float(d.diagonal().mean()), "d_neg": float(d[off].mean()),
+    return {"loss": loss.item(), "d_pos": float(d.diagonal().mean()), "d_neg": float(d[off].mean()),
             "top1": float(topk_hits(d, 1).float().mean())}
 
 
@@ -218,16 +218,19 @@ class JointModels(nn.Module):
 
 
 def _agreement(models: JointModels, split: _Split, batches: list[np.ndarray], device: torch.device) -> dict[str, float]:
-    """How well the (scaled) visual and the audio distance matrices agree on held-out batches."""
-    l1, corr = [], []
+    """How well the visual and the audio distance matrices agree on held-out batches: the
+    trained objective (L1 after the scale layer), and two unit-free figures: L1 of the
+    matrices each divided by its mean, and the Pearson correlation of their entries."""
+    l1, relative, corr = [], [], []
     models.eval()
     with torch.no_grad():
         for index in batches:
             d_audio = torch.cdist(*models.embed("audio", split.inputs("audio", index, NFRAME, device)).unbind(1))
             d_visual = torch.cdist(*models.embed(models.visual, split.inputs(models.visual, index, NFRAME, device)).unbind(1))
             l1.append(float(consistency(models.scale(d_visual), d_audio)))
+            relative.append(float(consistency(d_visual / d_visual.mean(), d_audio / d_audio.mean())))
             corr.append(matrix_correlation(d_visual, d_audio))
-    return {"consistency_l1": float(np.mean(l1)), "correlation": float(np.mean(corr))}
+    return {"consistency_l1": float(np.mean(l1)), "relative_l1": float(np.mean(relative)), "correlation": float(np.mean(corr))}
 
 
 def finetune(visual: str, data: DataFiles, settings: Settings, audio_weights: str | Path, visual_weights: str | Path,
@@ -261,9 +264,9 @@ def finetune(visual: str, data: DataFiles, settings: Settings, audio_weights: st
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": float(loss), "loss_audio": float(loss_audio), "loss_visual": float(loss_visual),
-                "loss_consistency": float(loss_consistency), "scale_w": float(models.scale.weight),
-                "scale_b": float(models.scale.bias)}
+        return {"loss": loss.item(), "loss_audio": loss_audio.item(), "loss_visual": loss_visual.item(),
+                "loss_consistency": loss_consistency.item(), "scale_w": models.scale.weight.item(),
+                "scale_b": models.scale.bias.item()}
 
     loop.run(step)
     after = _agreement(models, val, batches, device)

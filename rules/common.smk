@@ -44,7 +44,9 @@ def corpus_root_of_outputs(wildcards, output):
 
 
 def uses_gpu():
-    return 1 if config["device"].startswith("cuda") else 0
+    """GPU rules ask the scheduler for one when the device is cuda or auto (auto falls back
+    to the CPU where the granted node has no CUDA)."""
+    return 0 if config["device"] == "cpu" else 1
 
 
 # Resource presets grow with the retry attempt, so a SLURM time-out or OOM retries bigger.

@@ -1,0 +1,96 @@
+"""The workflow through a real SLURM, invoked as the README tells users: the literal
+`snakemake --profile slurm <target>` after the one-time profile link, with profiles/default
+present (loaded automatically; it must not cap the cluster run)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from scmcl.train.loop import load_published
+from tests.conftest import BIN, REPO
+
+pytestmark = pytest.mark.workflow
+
+SCRIPT = REPO.parent / "shared" / "tools" / "slurm-local.sh"
+PARTITION = os.environ.get("SLURM_CI_PARTITION", "cpu")
+GPU_PARTITION = os.environ.get("SLURM_CI_GPU_PARTITION", "gpu")
+ACCOUNT = os.environ.get("SLURM_CI_ACCOUNT", "ci")
+CONFIG = {
+    "actors": ["SYN01"],
+    "emotions": ["neutral", "happy"],
+    "data_root": "corpus",
+    "device": "auto",  # GPU rules ask SLURM for a GPU; the job uses CUDA when the node has it
+    "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
+    "synthetic": {"sentences": 2, "resolution": 64},
+    "scmc": {"pairs": 2, "batch_size": 8, "checkpoint_every": 5, "eval_batches": 2, "train_audio": {"steps": 10}},
+}
+
+
+def _sinfo_answers() -> bool:
+    return shutil.which("sinfo") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A running SLURM: the one already up, or a single-node one started (and stopped) here."""
+    if _sinfo_answers():
+        yield
+        return
+    if not SCRIPT.is_file():
+        pytest.skip(f"no SLURM here: `sinfo` does not answer and {SCRIPT} (which starts a local one) is absent")
+    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True)
+
+
+def _sacct_rows(since: str, workdir: str) -> list[dict]:
+    out = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", "--starttime", since,
+                          "--format=JobID,State,Partition,WorkDir,AllocTRES,SubmitLine"],
+                         capture_output=True, text=True, check=True).stdout
+    keys = ["id", "state", "partition", "workdir", "tres", "submit"]
+    rows = [dict(zip(keys, line.split("|", 5))) for line in out.splitlines() if line]
+    return [r for r in rows if os.path.realpath(r["workdir"]) == workdir]
+
+
+def test_profile_runs_jobs_through_sbatch(cluster, tmp_path):
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    # The README's one-time step, in a private config home: link the profile where Snakemake looks.
+    (tmp_path / "xdg" / "snakemake").mkdir(parents=True)
+    (tmp_path / "xdg" / "snakemake" / "slurm").symlink_to(REPO / "profiles" / "slurm")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+               SCMCL_SLURM_PARTITION=PARTITION, SCMCL_SLURM_GPU_PARTITION=GPU_PARTITION, SCMCL_SLURM_ACCOUNT=ACCOUNT)
+    since = (datetime.datetime.now() - datetime.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    result = subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml",
+                             "--profile", "slurm", "work/scmc/audio.pt"],
+                            cwd=workdir, env=env, capture_output=True, text=True)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "Using profiles slurm and workflow specific profile" in log and "profiles/default" in log
+    assert load_published(workdir / "work/scmc/audio.pt")["modality"] == "audio"
+
+    expected = {"synth_head", "synth_corpus", "tables_align_audio_corpus_manifest", "train_scmc_audio"}
+    for _ in range(30):  # accounting records land a moment after the job ends
+        rows = _sacct_rows(since, os.path.realpath(workdir))
+        rules = {m.group(1): r for r in rows if (m := re.search(r"--comment rule_(\S+?)(?:_wildcards_\S+)? ", r["submit"]))}
+        if expected <= set(rules):
+            break
+        time.sleep(2)
+    assert expected <= set(rules), rows
+    assert all(r["state"] == "COMPLETED" for r in rules.values())
+    gpu_job = rules["train_scmc_audio"]
+    assert gpu_job["partition"] == GPU_PARTITION and "gres/gpu=1" in gpu_job["tres"] and "--gpus=1" in gpu_job["submit"]
+    assert f"-A {ACCOUNT}" in gpu_job["submit"] and "--cpus-per-task=2" in gpu_job["submit"]
+    assert rules["synth_head"]["partition"] == PARTITION and "gres/gpu" not in rules["synth_head"]["tres"]

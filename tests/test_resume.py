@@ -1,0 +1,122 @@
+"""Reruns after real kills and failures: the same command continues a killed training rule from
+its saved step, a failed job leaves no partial declared output, the next run redoes only what is
+missing, and a preprocessing shard skips the clips it finished before."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from scmcl.train.loop import load_published
+from tests.conftest import BIN, REPO, run_cmd
+
+pytestmark = pytest.mark.workflow
+
+STEPS = 120
+CONFIG = {
+    "actors": ["SYN01"],
+    "emotions": ["neutral", "happy"],
+    "data_root": "corpus",
+    "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
+    "synthetic": {"sentences": 2, "resolution": 64},
+    "preprocess": {"crop_size": 64, "fit_iterations": 30},
+    "scmc": {"pairs": 2, "batch_size": 8, "checkpoint_every": 10, "eval_batches": 2, "train_audio": {"steps": STEPS}},
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("resume")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    result = run_cmd(snakemake(workdir, "work/scmc/aligned_pairs.parquet"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def snakemake(workdir: Path, *targets: str) -> list[str]:
+    return ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *targets]
+
+
+def _job_process(workdir: Path, verb: str) -> int | None:
+    """PID of the `scmcl scmc train ...` (python) process of a rule running in workdir."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if cwd == str(workdir) and verb in words and "scmc" in words and not words[0].endswith("sh"):
+            return int(proc.name)
+    return None
+
+
+def _saved_step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, weights_only=True)["step"] if checkpoint.is_file() else 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_training_rule_resumes_from_saved_step(workdir, sig):
+    run_dir = workdir / "work/train/train_scmc_audio"
+    shutil.rmtree(run_dir, ignore_errors=True)  # each signal starts from a fresh training run
+    for leftover in workdir.glob("work/scmc/audio.*"):
+        leftover.unlink()
+    args = snakemake(workdir, "work/scmc/audio.pt")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and _saved_step(run_dir / "checkpoint.pt") < 30:
+        time.sleep(0.2)
+    pid = _job_process(workdir, "train")
+    assert pid is not None, "the training job was not running half-way"
+    os.kill(pid, sig)
+    assert first.wait(timeout=120) != 0  # the job failed, Snakemake stopped
+    saved = _saved_step(run_dir / "checkpoint.pt")
+    assert 30 <= saved < STEPS and not (workdir / "work/scmc/audio.pt").exists()
+    if sig == signal.SIGTERM:  # SLURM's time limit: finish the step, checkpoint, exit 143
+        assert "checkpoint saved" in (workdir / "logs/train_scmc_audio.log").read_text()
+
+    rerun = run_cmd(args)  # the same command
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (workdir / "logs/train_scmc_audio.log").read_text()
+    resumed = int(re.search(r"resuming scmc_audio from step (\d+)", log).group(1))
+    assert resumed == saved and resumed > 0
+    assert list(pd.read_csv(workdir / "work/scmc/audio.metrics.tsv", sep="\t").step) == list(range(STEPS))
+    assert load_published(workdir / "work/scmc/audio.pt")["encoder"]
+
+
+def test_failed_shard_leaves_no_partial_output_and_rerun_redoes_only_it(workdir, tmp_path):
+    truth = workdir / "corpus/SYN01/groundtruth/happy/level_3/002.parquet"
+    kept = tmp_path / "002.parquet"
+    shutil.copy2(truth, kept)
+    truth.write_bytes(b"not a parquet file")  # clip 002 of the happy shard now fails, after clip 001
+    target = "work/preprocess/SYN01/expressions.parquet"
+    failed = run_cmd(snakemake(workdir, "--keep-going", target))
+    assert failed.returncode != 0
+    assert (workdir / "work/preprocess/SYN01/neutral.parquet").is_file()
+    assert not (workdir / "work/preprocess/SYN01/happy.parquet").exists()
+    assert not list((workdir / "work").rglob("*.partial*"))  # atomic writes: no half-written files
+    progress = (workdir / "work/preprocess/SYN01/happy/progress.json").read_text()
+    assert "level_3/001" in progress and "level_3/002" not in progress
+
+    shutil.copy2(kept, truth)  # the input is fixed: same bytes, same time stamp
+    plan = run_cmd([*snakemake(workdir, target), "--dry-run", "--quiet", "rules"])
+    scheduled = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M))
+    assert scheduled == {"preprocess_shard": "1", "expression_table": "1", "total": "2"}, plan.stdout
+
+    rerun = run_cmd(snakemake(workdir, target))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (workdir / "logs/preprocess_shard/SYN01/happy.log").read_text()
+    assert "level_3/001: finished before, skipped" in log
+    assert len(pd.read_parquet(workdir / "work/preprocess/SYN01/happy.parquet")) == 2

@@ -14,8 +14,14 @@ except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
 
+# The SCMC metric may be trained on more actors than the manipulator (the paper: 36 and 6);
+# every actor of either list is generated (synthetic corpus) and preprocessed.
+SCMC_ACTORS = config["scmc"]["actors"] or config["actors"]
+ALL_ACTORS = list(dict.fromkeys(config["actors"] + SCMC_ACTORS))
+
+
 wildcard_constraints:
-    actor="|".join(config["actors"]),
+    actor="|".join(ALL_ACTORS),
     emotion="|".join(config["emotions"]),
 
 
@@ -35,7 +41,7 @@ def corpus_files():
     """What the corpus stage provides to the rest of the workflow."""
     if config["dataset"] != "synthetic":
         return []
-    return [f for actor in config["actors"] for f in actor_clip_files("video", actor)]
+    return [f for actor in ALL_ACTORS for f in actor_clip_files("video", actor)]
 
 
 def corpus_root_of_outputs(wildcards, output):
@@ -78,7 +84,7 @@ def optional_flag(flag, value):
 
 
 def preprocess_files():
-    return expand("work/preprocess/{actor}/expressions.parquet", actor=config["actors"])
+    return expand("work/preprocess/{actor}/expressions.parquet", actor=ALL_ACTORS)
 
 
 def scmc_files():
@@ -91,8 +97,8 @@ def scmc_files():
 SCMC = config["scmc"]
 MODALITY_INPUTS = {
     "audio": {},
-    "expression": {"expressions": expand("work/preprocess/{actor}/expressions.parquet", actor=config["actors"])},
-    "image": {"shards": expand("work/preprocess/{actor}/{emotion}.parquet", actor=config["actors"], emotion=config["emotions"])},
+    "expression": {"expressions": expand("work/preprocess/{actor}/expressions.parquet", actor=SCMC_ACTORS)},
+    "image": {"shards": expand("work/preprocess/{actor}/{emotion}.parquet", actor=SCMC_ACTORS, emotion=config["emotions"])},
 }
 
 

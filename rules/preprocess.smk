@@ -20,7 +20,7 @@ rule corpus_manifest:
     params:
         command=manifest_command(),
         root=dataset_root,
-        actors=" ".join(config["actors"]),
+        actors=" ".join(ALL_ACTORS),
         emotions=" ".join(config["emotions"]),
         levels=" ".join(map(str, config["levels"])),
     shell:

@@ -22,12 +22,13 @@ rule align_audio:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(60),
     params:
+        actors=" ".join(SCMC_ACTORS),
         pairs=SCMC["pairs"],
         offsets=" ".join(f"{e}={o}" for e, o in SCMC["clip_offsets"].items()),
         validation=SCMC["validation_pairs"],
         sample_rate=SCMC["sample_rate"],
     shell:
-        "scmcl scmc align --manifest {input} --out {output} --pairs {params.pairs}"
+        "scmcl scmc align --manifest {input} --out {output} --actors {params.actors} --pairs {params.pairs}"
         " --offsets {params.offsets} --validation-pairs {params.validation}"
         " --sample-rate {params.sample_rate} --threads {threads} > {log} 2>&1"
 

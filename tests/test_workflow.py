@@ -37,6 +37,14 @@ def test_single_target_builds_only_its_actor():
     assert "--actor SYN02" in result.stdout and "--actor SYN01" not in result.stdout
 
 
+def test_scmc_actors_are_preprocessed_but_get_no_distances():
+    result = run_cmd(["snakemake", "-n", "--forceall", "--config", "actors=[SYN01]", "scmc={'actors': ['SYN02', 'SYN03']}"])
+    assert result.returncode == 0, result.stderr
+    assert _job_counts(result.stdout)["synth_corpus"] == 3 and _job_counts(result.stdout)["scmc_dists"] == 2
+    assert "--actors SYN02 SYN03 --pairs" in result.stdout  # the metric trains on scmc.actors only
+    assert "dists_expression/SYN02" not in result.stdout and "work/preprocess/SYN03/expressions.parquet" in result.stdout
+
+
 def test_rulegraph_renders_with_dot(tmp_path):
     result = run_cmd(["snakemake", "--rulegraph"])
     assert result.returncode == 0, result.stderr

@@ -22,7 +22,13 @@ def _align(args: argparse.Namespace) -> int:
 
     offsets = tuple((emotion, int(offset)) for emotion, offset in (item.split("=") for item in args.offsets))
     pairing = Pairing(count=args.pairs, offsets=offsets, validation=args.validation_pairs)
-    table = align_pairs(pd.read_parquet(args.manifest), pairing, args.sample_rate, args.threads)
+    manifest = pd.read_parquet(args.manifest)
+    if args.actors:
+        manifest = manifest[manifest.actor.isin(args.actors)]
+        missing = sorted(set(args.actors) - set(manifest.actor))
+        if missing:
+            raise ValueError(f"{args.manifest} has no clips of actor(s) {', '.join(missing)}: check scmc.actors")
+    table = align_pairs(manifest, pairing, args.sample_rate, args.threads)
     write_parquet(table, args.out)
     clips = table.groupby(["actor", "emotion", "level", "pair"]).ngroups
     print(f"{clips} clip pairs, {len(table)} aligned frame pairs -> {args.out}")
@@ -124,6 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     align = verbs.add_parser("align", help="DTW-align same-sentence neutral/emotional clips on MFCCs")
     align.add_argument("--manifest", required=True)
     align.add_argument("--out", required=True)
+    align.add_argument("--actors", nargs="*", default=[], help="actors to align (default: every actor of the manifest)")
     align.add_argument("--pairs", type=int, default=3, help="neutral clips 001..N are paired")
     align.add_argument("--offsets", nargs="*", default=[], help="EMOTION=OFFSET clip-id offsets, e.g. disgusted=27")
     align.add_argument("--validation-pairs", type=int, default=1)

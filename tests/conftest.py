@@ -28,6 +28,14 @@ def repo() -> Path:
     return REPO
 
 
+def tiny_workflow_config(scmc: dict, **top) -> dict:
+    """Config of the workflow tests: one actor, neutral + happy, two sentences, 64 px, short training."""
+    return {"actors": ["SYN01"], "emotions": ["neutral", "happy"], "data_root": "corpus",
+            "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
+            "synthetic": {"sentences": 2, "resolution": 64}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
+            "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, **top}
+
+
 # A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).
 ACTOR = "SYN01"
 EMOTIONS = ["neutral", "happy", "sad"]

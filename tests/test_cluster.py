@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from scmcl.train.loop import load_published
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
@@ -23,15 +23,8 @@ SCRIPT = REPO.parent / "shared" / "tools" / "slurm-local.sh"
 PARTITION = os.environ.get("SLURM_CI_PARTITION", "cpu")
 GPU_PARTITION = os.environ.get("SLURM_CI_GPU_PARTITION", "gpu")
 ACCOUNT = os.environ.get("SLURM_CI_ACCOUNT", "ci")
-CONFIG = {
-    "actors": ["SYN01"],
-    "emotions": ["neutral", "happy"],
-    "data_root": "corpus",
-    "device": "auto",  # GPU rules ask SLURM for a GPU; the job uses CUDA when the node has it
-    "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
-    "synthetic": {"sentences": 2, "resolution": 64},
-    "scmc": {"pairs": 2, "batch_size": 8, "checkpoint_every": 5, "eval_batches": 2, "train_audio": {"steps": 10}},
-}
+# device auto: GPU rules ask SLURM for a GPU; the job uses CUDA when the node has it.
+CONFIG = tiny_workflow_config({"checkpoint_every": 5, "train_audio": {"steps": 10}}, device="auto")
 
 
 def _sinfo_answers() -> bool:

@@ -18,20 +18,12 @@ import torch
 import yaml
 
 from scmcl.train.loop import load_published
-from tests.conftest import BIN, REPO, run_cmd
+from tests.conftest import BIN, REPO, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
 STEPS = 120
-CONFIG = {
-    "actors": ["SYN01"],
-    "emotions": ["neutral", "happy"],
-    "data_root": "corpus",
-    "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
-    "synthetic": {"sentences": 2, "resolution": 64},
-    "preprocess": {"crop_size": 64, "fit_iterations": 30},
-    "scmc": {"pairs": 2, "batch_size": 8, "checkpoint_every": 10, "eval_batches": 2, "train_audio": {"steps": STEPS}},
-}
+CONFIG = tiny_workflow_config({"checkpoint_every": 10, "train_audio": {"steps": STEPS}})
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cmd
+from tests.conftest import REPO, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
-CONFIG = {
-    "actors": ["SYN01"],
-    "emotions": ["neutral", "happy"],
-    "data_root": "corpus",
-    "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
-    "synthetic": {"sentences": 2, "resolution": 64},
-    "preprocess": {"crop_size": 64, "fit_iterations": 30},
-    "scmc": {"pairs": 2, "batch_size": 8, "checkpoint_every": 5, "eval_batches": 2,
-             **{name: {"steps": 10} for name in ("train_audio", "train_expression", "train_image")},
-             "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}},
-}
+CONFIG = tiny_workflow_config({
+    "checkpoint_every": 5, **{name: {"steps": 10} for name in ("train_audio", "train_expression", "train_image")},
+    "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}})
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,24 @@ AUDIO_STRIDES = (0, 2, 4, 6, 8, 10, 12)
 EXPRESSION_STRIDES = (0, 4, 8, 12)
 
 
-def _proj(features: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
-    """Mean over every position, fc unless already ``EMBED_DIM`` channels, tanh."""
-    pooled = features.flatten(2).mean(-1)
-    return torch.tanh(pooled if pooled.shape[1] == EMBED_DIM else fc(pooled))
+class _Encoder(nn.Module):
+    """``encode`` (subclass) → feature map; ``proj`` → mean over every position, fc unless
+    already ``EMBED_DIM`` channels, tanh."""
+
+    fc: nn.Linear
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def proj(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = features.flatten(2).mean(-1)
+        return torch.tanh(pooled if pooled.shape[1] == EMBED_DIM else self.fc(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.encode(x))
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(_Encoder):
     """14 × [Conv1d k3 (no bias) → BN → ReLU] over a 1-channel signal; widths 64/128/256/512
     doubling at layers 3, 7 and 11. The audio encoder reads one video frame of raw audio, the
     expression encoder the 51-d [jaw_open, exp_0..49] vector as a length-51 signal."""
@@ -47,12 +58,6 @@ class ConvEncoder(nn.Module):
         """(N,1,L) → (N,512,L')."""
         return self.layers(x)
 
-    def proj(self, features: torch.Tensor) -> torch.Tensor:
-        return _proj(features, self.fc)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.encode(x))
-
 
 def audio_encoder() -> ConvEncoder:
     return ConvEncoder(AUDIO_STRIDES)
@@ -62,7 +67,7 @@ def expression_encoder() -> ConvEncoder:
     return ConvEncoder(EXPRESSION_STRIDES)
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(_Encoder):
     """ResNet-18 trunk (ImageNet weights when the user has them) → (N,512,h,w); fc 512→128."""
 
     def __init__(self, pretrained: str | Path | None = None):
@@ -78,13 +83,8 @@ class ImageEncoder(nn.Module):
         self.fc = nn.Linear(FEATURE_DIM, EMBED_DIM)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) → (N,512,H/32,W/32)."""
         return self.trunk(x)
-
-    def proj(self, features: torch.Tensor) -> torch.Tensor:
-        return _proj(features, self.fc)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.encode(x))
 
 
 class CrossAttention(nn.Module):

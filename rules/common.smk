@@ -1,5 +1,6 @@
 # Shared Python of the workflow: config validation, the clip list, resource presets.
 # Cheap by design: it runs again inside every cluster job (no dataset scanning here).
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,8 @@ sys.path.insert(0, workflow.basedir)
 
 from scmcl.config import ConfigError, validate_config
 from scmcl.corpus.layout import audio_path, clip_keys, groundtruth_path, video_path
+from scmcl.options import settings_flags
+from scmcl.scmc.cli import TRAINER_SETTINGS
 
 try:
     validate_config(config)
@@ -28,7 +31,6 @@ wildcard_constraints:
 # The clips of one actor, from the config alone (MEAD's layout, clip ids 001..N).
 CLIP_KEYS = clip_keys(config["emotions"], config["levels"], config["synthetic"]["sentences"])
 ROOT = config["data_root"]
-PRE = config["preprocess"]
 
 
 def actor_clip_files(kind, actor="{actor}"):
@@ -49,10 +51,41 @@ def corpus_root_of_outputs(wildcards, output):
     return str(Path(output.videos[0]).parents[5])
 
 
-def uses_gpu():
-    """GPU rules ask the scheduler for one when the device is cuda or auto (auto falls back
-    to the CPU where the granted node has no CUDA)."""
-    return 0 if config["device"] == "cpu" else 1
+def slurm_profile():
+    """True under profiles/slurm (its default partition is the $SCMCL_SLURM_PARTITION placeholder);
+    then stop with one line when a variable it needs is unset, instead of submitting "$SCMCL_...".
+    """
+    defaults = workflow.resource_settings.default_resources
+    partition = defaults.get("slurm_partition") if defaults is not None else None
+    if partition is None or "SCMCL_SLURM" not in str(partition.raw):
+        return False
+    needed = ["SCMCL_SLURM_PARTITION", "SCMCL_SLURM_ACCOUNT"] + (["SCMCL_SLURM_GPU_PARTITION"] if config["device"] != "cpu" else [])
+    unset = [name for name in needed if name not in os.environ]
+    if unset:
+        raise WorkflowError(f"profiles/slurm needs {', '.join(unset)}: export {' '.join(f'{name}=...' for name in unset)} "
+                            "(partition names from `sinfo -s`, your account from `sacctmgr show assoc user=$USER`; see README, Cluster)")
+    return True
+
+
+SLURM_PROFILE = slurm_profile()
+SLURM_GPU_PARTITION = os.environ.get("SCMCL_SLURM_GPU_PARTITION", "")
+
+
+def flags(section, keys=None, exclude=()):
+    """A stage's settings as the flags of its `scmcl` sub-command (defaults live in the schema)."""
+    return settings_flags(config, section, keys, exclude)
+
+
+DEVICE = flags("", ["device"])
+
+
+def gpu_resources():
+    """A GPU rule asks the scheduler for one when the device is cuda or auto (auto falls back to
+    the CPU where the granted node has no CUDA); under profiles/slurm it then goes to the GPU
+    partition, so no profile keeps a list of GPU rules."""
+    if config["device"] == "cpu":
+        return {"gpu": 0}
+    return {"gpu": 1, **({"slurm_partition": SLURM_GPU_PARTITION} if SLURM_PROFILE else {})}
 
 
 # Resource presets grow with the retry attempt, so a SLURM time-out or OOM retries bigger.
@@ -79,10 +112,6 @@ def shard_clip_root(wildcards, output):
     return str(Path(output[0]).with_suffix(""))
 
 
-def optional_flag(flag, value):
-    return f"{flag} {value}" if value else ""
-
-
 def preprocess_files():
     return expand("work/preprocess/{actor}/expressions.parquet", actor=ALL_ACTORS)
 
@@ -103,17 +132,11 @@ MODALITY_INPUTS = {
 
 
 def training_flags(modality, stage):
-    """The command-line flags shared by every SCMC trainer of one modality."""
-    settings = SCMC[f"{stage}_{modality}"]
-    inputs = MODALITY_INPUTS[modality]
-    flags = [
-        f"--steps {settings['steps']} --lr {settings['lr']} --batch-size {SCMC['batch_size']}",
-        f"--seed {SCMC['seed']} --checkpoint-every {SCMC['checkpoint_every']} --eval-batches {SCMC['eval_batches']}",
-        f"--sample-rate {SCMC['sample_rate']} --image-crop {SCMC['image_crop']} --tau {SCMC['image_tau']}",
-    ]
-    if "image_size" in settings:
-        flags.append(f"--image-size {settings['image_size']}")
-    if stage == "finetune":
-        flags.append(f"--warmup {settings['warmup']} --consistency-weight {settings['consistency_weight']}")
-    flags += [f"--{key} {' '.join(paths)}" for key, paths in inputs.items()]
-    return " ".join(flags)
+    """The settings flags of one SCMC trainer: the shared `scmc` keys and its own section."""
+    extra = ["image_pretrained"] if (stage, modality) == ("train", "image") else []
+    return " ".join([flags("scmc", [*TRAINER_SETTINGS, "sample_rate", *extra]), flags(f"scmc.{stage}_{modality}"), DEVICE])
+
+
+def table_flags(modality):
+    """`--expressions ...` / `--shards ...` from the rule's own inputs (audio has none)."""
+    return lambda wildcards, input: " ".join(f"--{key} {' '.join(input[key])}" for key in MODALITY_INPUTS[modality])

@@ -18,9 +18,9 @@ if config["dataset"] == "synthetic":
             mem_mb=2000,
             runtime=10,
         params:
-            seed=config["synthetic"]["seed"],
+            settings=flags("synthetic", ["seed"]),
         shell:
-            "scmcl corpus head --seed {params.seed} --model {output.model}"
+            "scmcl corpus head {params.settings} --model {output.model}"
             " --landmarks {output.landmarks} > {log} 2>&1"
 
     rule synth_corpus:
@@ -41,22 +41,10 @@ if config["dataset"] == "synthetic":
         resources:
             mem_mb=4000,
             runtime=runtime_min(60),
-            gpu=uses_gpu(),
+            **gpu_resources(),
         params:
             root=corpus_root_of_outputs,
-            emotions=" ".join(config["emotions"]),
-            levels=" ".join(map(str, config["levels"])),
-            sentences=config["synthetic"]["sentences"],
-            fps=config["synthetic"]["fps"],
-            resolution=config["synthetic"]["resolution"],
-            sample_rate=config["synthetic"]["sample_rate"],
-            seed=config["synthetic"]["seed"],
-            head_motion=config["synthetic"]["head_motion"],
-            device=config["device"],
+            settings=" ".join([flags("", ["emotions", "levels"]), flags("synthetic"), DEVICE]),
         shell:
             "scmcl corpus synth --model {input.model} --landmarks {input.landmarks}"
-            " --root {params.root} --actor {wildcards.actor} --emotions {params.emotions}"
-            " --levels {params.levels} --sentences {params.sentences} --fps {params.fps}"
-            " --resolution {params.resolution} --sample-rate {params.sample_rate}"
-            " --seed {params.seed} --head-motion {params.head_motion}"
-            " --device {params.device} --threads {threads} > {log} 2>&1"
+            " --root {params.root} --actor {wildcards.actor} {params.settings} --threads {threads} > {log} 2>&1"

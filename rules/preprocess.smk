@@ -45,35 +45,16 @@ rule preprocess_shard:
     resources:
         mem_mb=mem_mb(8000),
         runtime=runtime_min(120),
-        gpu=uses_gpu(),
+        **gpu_resources(),
     params:
         clip_root=shard_clip_root,
         data_root=dataset_root,
-        tracker=PRE["tracker"],
-        noise=PRE["tracker_noise_px"],
-        crop_size=PRE["crop_size"],
-        margin=PRE["margin"],
-        window=PRE["smooth_window"],
-        reconstruction=PRE["reconstruction"],
-        fit_iterations=PRE["fit_iterations"],
-        deca=optional_flag("--deca-model", PRE["deca_model"]),
-        n_shape=PRE["n_shape"],
-        n_exp=PRE["n_exp"],
-        mask=PRE["mask"],
-        segmentation=optional_flag("--segmentation-weights", PRE["segmentation_weights"]),
-        template=optional_flag("--template", PRE["template"]),
-        eye_points=PRE["eye_points"],
-        device=config["device"],
+        settings=" ".join([flags("preprocess"), DEVICE]),
     shell:
         "scmcl preprocess shard --manifest {input.manifest} --actor {wildcards.actor}"
         " --emotion {wildcards.emotion} --clip-root {params.clip_root} --out {output}"
         " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
-        " --tracker {params.tracker} --tracker-noise-px {params.noise} --crop-size {params.crop_size}"
-        " --margin {params.margin} --smooth-window {params.window}"
-        " --reconstruction {params.reconstruction} --fit-iterations {params.fit_iterations} {params.deca} --n-shape {params.n_shape}"
-        " --n-exp {params.n_exp} --mask {params.mask} {params.segmentation} {params.template}"
-        " --eye-points {params.eye_points}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        " {params.settings} --threads {threads} > {log} 2>&1"
 
 
 rule expression_table:

@@ -23,14 +23,10 @@ rule align_audio:
         runtime=runtime_min(60),
     params:
         actors=" ".join(SCMC_ACTORS),
-        pairs=SCMC["pairs"],
-        offsets=" ".join(f"{e}={o}" for e, o in SCMC["clip_offsets"].items()),
-        validation=SCMC["validation_pairs"],
-        sample_rate=SCMC["sample_rate"],
+        settings=flags("scmc", ["pairs", "clip_offsets", "validation_pairs", "sample_rate"]),
     shell:
-        "scmcl scmc align --manifest {input} --out {output} --actors {params.actors} --pairs {params.pairs}"
-        " --offsets {params.offsets} --validation-pairs {params.validation}"
-        " --sample-rate {params.sample_rate} --threads {threads} > {log} 2>&1"
+        "scmcl scmc align --manifest {input} --out {output} --actors {params.actors} {params.settings}"
+        " --threads {threads} > {log} 2>&1"
 
 
 for modality in ("audio", "expression", "image"):
@@ -56,17 +52,16 @@ for modality in ("audio", "expression", "image"):
         resources:
             mem_mb=mem_mb(TRAIN_RESOURCES[modality][1]),
             runtime=runtime_min(TRAIN_RESOURCES[modality][2]),
-            gpu=uses_gpu(),
+            **gpu_resources(),
         params:
             modality=modality,
-            flags=training_flags(modality, "train"),
-            pretrained=optional_flag("--pretrained", SCMC["image_pretrained"]) if modality == "image" else "",
+            settings=training_flags(modality, "train"),
+            tables=table_flags(modality),
             run_dir=f"work/train/train_scmc_{modality}",
-            device=config["device"],
         shell:
-            "scmcl scmc train {params.modality} --manifest {input.manifest} --pairs {input.pairs} {params.flags}"
-            " {params.pretrained} --run-dir {params.run_dir} --out {output.weights} --metrics {output.metrics}"
-            " --eval {output.evaluation} --device {params.device} --threads {threads} > {log} 2>&1"
+            "scmcl scmc train {params.modality} --manifest {input.manifest} --pairs {input.pairs} {params.tables}"
+            " {params.settings} --run-dir {params.run_dir} --out {output.weights} --metrics {output.metrics}"
+            " --eval {output.evaluation} --threads {threads} > {log} 2>&1"
 
 
 for visual in ("expression", "image"):
@@ -94,17 +89,16 @@ for visual in ("expression", "image"):
         resources:
             mem_mb=mem_mb(TRAIN_RESOURCES[visual][1]),
             runtime=runtime_min(TRAIN_RESOURCES[visual][2]),
-            gpu=uses_gpu(),
+            **gpu_resources(),
         params:
             visual=visual,
-            flags=training_flags(visual, "finetune"),
+            settings=training_flags(visual, "finetune"),
+            tables=table_flags(visual),
             run_dir=f"work/train/finetune_scmc_{visual}",
-            device=config["device"],
         shell:
-            "scmcl scmc finetune {params.visual} --manifest {input.manifest} --pairs {input.pairs} {params.flags}"
-            " --audio-weights {input.audio} --visual-weights {input.visual} --run-dir {params.run_dir}"
-            " --out {output.weights} --metrics {output.metrics} --eval {output.evaluation}"
-            " --device {params.device} --threads {threads} > {log} 2>&1"
+            "scmcl scmc finetune {params.visual} --manifest {input.manifest} --pairs {input.pairs} {params.tables}"
+            " {params.settings} --audio-weights {input.audio} --visual-weights {input.visual} --run-dir {params.run_dir}"
+            " --out {output.weights} --metrics {output.metrics} --eval {output.evaluation} --threads {threads} > {log} 2>&1"
 
 
 rule scmc_dists:
@@ -127,14 +121,10 @@ rule scmc_dists:
     resources:
         mem_mb=mem_mb(8000),
         runtime=runtime_min(60),
-        gpu=uses_gpu(),
+        **gpu_resources(),
     params:
         out_dir=lambda wildcards, output: str(Path(output.windows).parent),
-        dists=SCMC["dists"],
-        sample_rate=SCMC["sample_rate"],
-        device=config["device"],
+        settings=" ".join([flags("scmc.dists"), flags("scmc", ["sample_rate"]), DEVICE]),
     shell:
         "scmcl scmc dists --weights {input.weights} --manifest {input.manifest} --expressions {input.expressions}"
-        " --actor {wildcards.actor} --out-dir {params.out_dir} --seq-len {params.dists[seq_len]}"
-        " --hop {params.dists[hop]} --batch {params.dists[batch]} --chunk {params.dists[chunk]}"
-        " --sample-rate {params.sample_rate} --device {params.device} --threads {threads} > {log} 2>&1"
+        " --actor {wildcards.actor} --out-dir {params.out_dir} {params.settings} --threads {threads} > {log} 2>&1"

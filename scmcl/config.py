@@ -35,6 +35,35 @@ def _with_defaults(validator_cls):
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
 
 
+_PARSERS = {"integer": (int,), "number": (int, float), "boolean": (lambda text: {"true": True, "false": False}[text.lower()],)}
+
+
+def _coerce(value, schema: dict):
+    """Convert strings where the schema wants numbers or booleans, inside lists and sections too.
+
+    ``snakemake --config 'synthetic={fps: 30}'`` and ``--config levels=[1,2]`` parse the value
+    with YAML's BaseLoader, which leaves every scalar a string; without this they fail as
+    "'30' is not of type 'number'". A string that does not parse is left for validation to name.
+    """
+    kind = schema.get("type")
+    if isinstance(value, str) and kind in _PARSERS:
+        for parse in _PARSERS[kind]:
+            try:
+                return parse(value)
+            except (ValueError, KeyError):
+                pass
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        value[:] = [_coerce(item, schema["items"]) for item in value]
+    elif isinstance(value, dict):
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = _coerce(item, sub)
+    return value
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     with open(path) as handle:
         return yaml.safe_load(handle)
@@ -43,6 +72,7 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Fill defaults into ``config`` in place and raise ``ConfigError`` naming the first bad key."""
     schema = load_schema() if schema is None else schema
+    _coerce(config, schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:

@@ -12,6 +12,7 @@ import pytest
 from scmcl.corpus.head import build_head
 from scmcl.corpus.synth import SynthSettings, synth_actor
 from scmcl.face3d.flame_file import save_flame_model, save_landmark_embedding
+from scmcl.options import schema_default
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,7 +40,15 @@ def tiny_workflow_config(scmc: dict, **top) -> dict:
 # A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).
 ACTOR = "SYN01"
 EMOTIONS = ["neutral", "happy", "sad"]
-SETTINGS = SynthSettings(fps=25.0, resolution=96, sample_rate=16000, seed=0)
+
+
+def synth_settings(**overrides) -> SynthSettings:
+    """The schema's corpus settings (config ``synthetic`` less ``sentences``), with test overrides."""
+    defaults = {key: value for key, value in schema_default("synthetic").items() if key != "sentences"}
+    return SynthSettings(**{**defaults, "device": "cpu", **overrides})
+
+
+SETTINGS = synth_settings(resolution=96)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from scmcl.face3d.camera import orthographic
 from scmcl.face3d.fit import FitResult, FitSettings, fit_clip, fit_table, landmark_sublayer
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_model import FlameModel, LandmarkEmbedding
+from scmcl.options import schema_default
 
 IMAGE = 128
 NOISE_PX = 0.5
@@ -126,6 +127,7 @@ def _speech_clip(layer: FlameLayer, seed: int = 0, n_frames: int = N_FRAMES,
 def _fit(layer: FlameLayer, clip: Clip, landmarks: np.ndarray | None = None, valid: np.ndarray | None = None,
          n_shape: int | None = None, n_exp: int | None = None, **settings) -> FitResult:
     """Fit ``clip`` (or other ``landmarks``) with all the layer's components unless told fewer."""
+    settings = {"iters_full": schema_default("preprocess.fit_iterations"), **settings}
     fit_settings = FitSettings(layer.n_shape if n_shape is None else n_shape,
                                layer.n_exp if n_exp is None else n_exp, **settings)
     lmk = clip.landmarks if landmarks is None else landmarks

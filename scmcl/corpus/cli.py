@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 
 from scmcl.config import MEAD_EMOTIONS
+from scmcl.options import add_settings, settings_values
+
+#: The ``synthetic`` settings of one clip's generator (``sentences`` only sizes the corpus).
+CLIP_SETTINGS = ("fps", "resolution", "sample_rate", "seed", "head_motion")
 
 
 def _settings(args: argparse.Namespace):
@@ -13,9 +17,7 @@ def _settings(args: argparse.Namespace):
     from scmcl.corpus.synth import SynthSettings
 
     torch.set_num_threads(args.threads)
-
-    return SynthSettings(fps=args.fps, resolution=args.resolution, sample_rate=args.sample_rate, seed=args.seed,
-                         head_motion=args.head_motion, device=args.device)
+    return SynthSettings(**settings_values(args, "synthetic", CLIP_SETTINGS), device=args.device)
 
 
 def _head(args: argparse.Namespace) -> int:
@@ -89,12 +91,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="FLAME-format head model (generic_model.pkl)")
     p.add_argument("--landmarks", required=True, help="landmark_embedding.npy of the head")
     p.add_argument("--actor", required=True)
-    p.add_argument("--fps", type=float, default=25.0)
-    p.add_argument("--resolution", type=int, default=160)
-    p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--head-motion", type=float, default=1.0)
-    p.add_argument("--device", default="cpu")
+    add_settings(p, "synthetic", CLIP_SETTINGS)
+    add_settings(p, "", keys=["device"])
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
 
 
@@ -102,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     corpus = sub.add_parser("corpus", help="built-in synthetic corpus").add_subparsers(dest="verb", required=True)
 
     head = corpus.add_parser("head", help="build the procedural head in FLAME's file format")
-    head.add_argument("--seed", type=int, default=0)
+    add_settings(head, "synthetic", ["seed"])
     head.add_argument("--model", required=True, help="output generic_model.pkl")
     head.add_argument("--landmarks", required=True, help="output landmark_embedding.npy")
     head.set_defaults(func=_head)
@@ -110,9 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth = corpus.add_parser("synth", help="write every clip of one actor in MEAD's layout")
     _common(synth)
     synth.add_argument("--root", required=True, help="corpus root (MEAD layout)")
-    synth.add_argument("--emotions", nargs="+", default=list(MEAD_EMOTIONS), choices=MEAD_EMOTIONS)
-    synth.add_argument("--levels", nargs="+", type=int, default=[3], choices=[1, 2, 3])
-    synth.add_argument("--sentences", type=int, default=3)
+    add_settings(synth, "", keys=["emotions", "levels"])
+    add_settings(synth, "synthetic", ["sentences"])
     synth.set_defaults(func=_synth)
 
     paired = corpus.add_parser("paired", help="render a clip's sentence and timing in another emotion")
@@ -121,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     paired.add_argument("--level", type=int, required=True)
     paired.add_argument("--clip", required=True, help="source clip id, e.g. 001")
     paired.add_argument("--target-emotion", required=True, choices=MEAD_EMOTIONS)
-    paired.add_argument("--target-level", type=int, default=3)
+    paired.add_argument("--target-level", type=int, required=True)
     paired.add_argument("--out-video", required=True)
     paired.add_argument("--out-table", required=True)
     paired.set_defaults(func=_paired)

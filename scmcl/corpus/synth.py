@@ -32,14 +32,14 @@ from scmcl.io.media import write_audio, write_video
 
 @dataclass(frozen=True)
 class SynthSettings:
-    """Corpus-wide settings (config key ``synthetic``)."""
+    """Corpus-wide settings (config key ``synthetic`` less ``sentences``, plus the device)."""
 
-    fps: float = 25.0
-    resolution: int = 160
-    sample_rate: int = 16000
-    seed: int = 0
-    head_motion: float = 1.0
-    device: str = "cpu"
+    fps: float
+    resolution: int
+    sample_rate: int
+    seed: int
+    head_motion: float
+    device: str
 
 
 class Generator:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from scmcl.options import add_settings
+
 
 def _bench_raster(args: argparse.Namespace) -> int:
     from scmcl.device import resolve_device
@@ -19,5 +21,5 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     raster.add_argument("--size", type=int, default=256)
     raster.add_argument("--batch", type=int, default=8)
     raster.add_argument("--iters", type=int, default=10)
-    raster.add_argument("--device", default="cpu")
+    add_settings(raster, "", keys=["device"])
     raster.set_defaults(func=_bench_raster)

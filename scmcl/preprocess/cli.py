@@ -6,22 +6,20 @@ import argparse
 import logging
 from pathlib import Path
 
+from scmcl.options import add_settings
+
 
 def _shard(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
+    from scmcl.options import settings_values
     from scmcl.preprocess.settings import PreprocessSettings
     from scmcl.preprocess.shard import ShardRunner, run_shard
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    settings = PreprocessSettings(
-        tracker=args.tracker, tracker_noise_px=args.tracker_noise_px, crop_size=args.crop_size, margin=args.margin,
-        smooth_window=args.smooth_window, reconstruction=args.reconstruction, fit_iterations=args.fit_iterations, deca_model=args.deca_model,
-        n_shape=args.n_shape, n_exp=args.n_exp, mask=args.mask, segmentation_weights=args.segmentation_weights,
-        template=args.template, eye_points=args.eye_points, device=args.device,
-    )
+    settings = PreprocessSettings(**settings_values(args, "preprocess"), device=args.device)
     runner = ShardRunner(settings, args.model, args.landmarks, args.data_root)
     table = run_shard(pd.read_parquet(args.manifest), args.actor, args.emotion, Path(args.clip_root), Path(args.out), runner)
     print(f"{args.actor}/{args.emotion}: {len(table)} clips, {int(table.frames.sum())} frames -> {args.out}")
@@ -51,21 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     shard.add_argument("--model", required=True, help="FLAME-format generic_model.pkl")
     shard.add_argument("--landmarks", required=True, help="landmark_embedding.npy")
     shard.add_argument("--data-root", default="", help="dataset root (synthetic tracker: ground truth)")
-    shard.add_argument("--tracker", default="synthetic", choices=["synthetic", "fan", "dlib"])
-    shard.add_argument("--tracker-noise-px", type=float, default=0.5)
-    shard.add_argument("--crop-size", type=int, default=256)
-    shard.add_argument("--margin", type=float, default=70 / 186)
-    shard.add_argument("--smooth-window", type=int, default=49)
-    shard.add_argument("--reconstruction", default="fit", choices=["fit", "deca"])
-    shard.add_argument("--fit-iterations", type=int, default=200, help="optimiser steps of the full landmark fit")
-    shard.add_argument("--deca-model", default="")
-    shard.add_argument("--n-shape", type=int, default=100)
-    shard.add_argument("--n-exp", type=int, default=50)
-    shard.add_argument("--mask", default="raster", choices=["raster", "fsgan"])
-    shard.add_argument("--segmentation-weights", default="", help="FSGAN lfw_figaro_unet_256_2_0_segmentation_v1.pth")
-    shard.add_argument("--template", default="", help="(68,2) .npy alignment template; default: from the model")
-    shard.add_argument("--eye-points", type=int, default=34, choices=[14, 34])
-    shard.add_argument("--device", default="cpu")
+    add_settings(shard, "preprocess")
+    add_settings(shard, "", keys=["device"])
     shard.add_argument("--threads", type=int, default=1)
     shard.set_defaults(func=_shard)
 

@@ -13,21 +13,23 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    tracker: str = "synthetic"
-    tracker_noise_px: float = 0.5
-    crop_size: int = 256
-    margin: float = 70 / 186
-    smooth_window: int = 49
-    reconstruction: str = "fit"
-    fit_iterations: int = 200
-    deca_model: str = ""
-    n_shape: int = 100
-    n_exp: int = 50
-    mask: str = "raster"
-    segmentation_weights: str = ""
-    template: str = ""
-    eye_points: int = 34
-    device: str = "cpu"
+    """The ``preprocess`` config section plus the device; no defaults here: the schema has them."""
+
+    tracker: str
+    tracker_noise_px: float
+    crop_size: int
+    margin: float
+    smooth_window: int
+    reconstruction: str
+    fit_iterations: int
+    deca_model: str
+    n_shape: int
+    n_exp: int
+    mask: str
+    segmentation_weights: str
+    template: str
+    eye_points: int
+    device: str
 
     def fingerprint(self, model_path: str) -> str:
         fields = {k: v for k, v in asdict(self).items() if k != "device"}  # same result on CPU and GPU

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scmcl.options import add_settings
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
@@ -42,5 +44,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="IMAGE_OR_VIDEO", help="a .png/.jpg photo or any video ffmpeg decodes")
     p.add_argument("--backend", required=True, choices=("dlib", "fan"))
     p.add_argument("--out", required=True, help="output .parquet")
-    p.add_argument("--device", default="cpu", help="torch device for fan: cpu, cuda, cuda:N or auto")
+    add_settings(p, "", keys=["device"])
     p.set_defaults(func=_track)

@@ -6,6 +6,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from scmcl.options import add_settings
+
+MODALITIES = ("audio", "expression", "image")
+VISUAL = ("expression", "image")
+#: The ``scmc`` settings every trainer takes (``scmc.<stage>_<modality>`` adds its own).
+TRAINER_SETTINGS = ("batch_size", "image_crop", "image_tau", "seed", "checkpoint_every", "eval_batches")
+
 
 def _setup(args: argparse.Namespace) -> None:
     import torch
@@ -20,8 +27,7 @@ def _align(args: argparse.Namespace) -> int:
     from scmcl.io.atomic import write_parquet
     from scmcl.scmc.pairs import Pairing, align_pairs
 
-    offsets = tuple((emotion, int(offset)) for emotion, offset in (item.split("=") for item in args.offsets))
-    pairing = Pairing(count=args.pairs, offsets=offsets, validation=args.validation_pairs)
+    pairing = Pairing(count=args.pairs, offsets=tuple(args.clip_offsets.items()), validation=args.validation_pairs)
     manifest = pd.read_parquet(args.manifest)
     if args.actors:
         manifest = manifest[manifest.actor.isin(args.actors)]
@@ -45,9 +51,11 @@ def _data(args: argparse.Namespace):
 def _settings(args: argparse.Namespace):
     from scmcl.scmc.train import Settings
 
-    return Settings(steps=args.steps, lr=args.lr, batch_size=args.batch_size, tau=args.tau, image_size=args.image_size,
-                    warmup=getattr(args, "warmup", 0), consistency_weight=getattr(args, "consistency_weight", 1.0),
-                    pretrained=getattr(args, "pretrained", ""), seed=args.seed, eval_batches=args.eval_batches,
+    # Settings a trainer does not have (an audio encoder's image size) are None.
+    return Settings(steps=args.steps, lr=args.lr, batch_size=args.batch_size, tau=args.image_tau,
+                    image_size=getattr(args, "image_size", None), warmup=getattr(args, "warmup", None),
+                    consistency_weight=getattr(args, "consistency_weight", None),
+                    pretrained=getattr(args, "image_pretrained", None), seed=args.seed, eval_batches=args.eval_batches,
                     checkpoint_every=args.checkpoint_every, device=args.device)
 
 
@@ -97,30 +105,27 @@ def _bench_dists(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu")
+    add_settings(parser, "", keys=["device"])
+    add_settings(parser, "scmc", ["sample_rate"])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--sample-rate", type=int, default=16000, help="audio rate of every encoder input")
 
 
-def _training(parser: argparse.ArgumentParser, steps: int, lr: float, image_size: int) -> None:
+def _trainer(verbs: argparse._SubParsersAction, stage: str, modality: str, func) -> argparse.ArgumentParser:
+    """One trainer's sub-command: the shared ``scmc`` settings plus its own ``scmc.<stage>_<modality>``."""
+    parser = verbs.add_parser(modality, help=f"{stage} {modality} (resumable)")
     _common(parser)
+    add_settings(parser, "scmc", TRAINER_SETTINGS)
+    add_settings(parser, f"scmc.{stage}_{modality}")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--pairs", required=True, help="aligned pairs from `scmcl scmc align`")
     parser.add_argument("--expressions", nargs="*", default=[], help="per-actor expressions.parquet")
     parser.add_argument("--shards", nargs="*", default=[], help="preprocessing shard tables (image stacks)")
-    parser.add_argument("--image-crop", type=float, default=35 / 256, help="fraction cut from each side of the aligned face")
-    parser.add_argument("--image-size", type=int, default=image_size)
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--tau", type=int, default=3, help="image negatives within tau path steps of the anchor are rejected")
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--eval-batches", type=int, default=20)
-    parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--run-dir", required=True, help="checkpoint and running metrics (kept across failures)")
     parser.add_argument("--out", required=True, help="final weights, published atomically")
     parser.add_argument("--metrics", required=True, help="copy of the per-step metrics (TSV)")
     parser.add_argument("--eval", required=True, help="held-out figures (JSON)")
+    parser.set_defaults(func=func, **{"modality" if stage == "train" else "visual": modality})
+    return parser
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,28 +135,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     align = verbs.add_parser("align", help="DTW-align same-sentence neutral/emotional clips on MFCCs")
     align.add_argument("--manifest", required=True)
     align.add_argument("--out", required=True)
-    align.add_argument("--actors", nargs="*", default=[], help="actors to align (default: every actor of the manifest)")
-    align.add_argument("--pairs", type=int, default=3, help="neutral clips 001..N are paired")
-    align.add_argument("--offsets", nargs="*", default=[], help="EMOTION=OFFSET clip-id offsets, e.g. disgusted=27")
-    align.add_argument("--validation-pairs", type=int, default=1)
-    align.add_argument("--sample-rate", type=int, default=16000)
+    add_settings(align, "scmc", ["actors", "pairs", "clip_offsets", "validation_pairs", "sample_rate"])
     align.add_argument("--threads", type=int, default=2)
     align.set_defaults(func=_align)
 
     train = verbs.add_parser("train", help="contrastive training of one encoder (resumable)")
-    train.add_argument("modality", choices=["audio", "expression", "image"])
-    _training(train, steps=2000, lr=1e-4, image_size=128)
-    train.add_argument("--pretrained", default="", help="torchvision ResNet-18 ImageNet weights (image only)")
-    train.set_defaults(func=_train)
+    modalities = train.add_subparsers(dest="modality", required=True)
+    for modality in MODALITIES:
+        parser = _trainer(modalities, "train", modality, _train)
+        if modality == "image":
+            add_settings(parser, "scmc", ["image_pretrained"])
 
     tune = verbs.add_parser("finetune", help="joint audio<->visual fine-tuning with the consistency loss (resumable)")
-    tune.add_argument("visual", choices=["expression", "image"])
-    _training(tune, steps=10000, lr=1e-5, image_size=64)
-    tune.add_argument("--audio-weights", required=True)
-    tune.add_argument("--visual-weights", required=True)
-    tune.add_argument("--warmup", type=int, default=5000, help="steps before the consistency loss starts")
-    tune.add_argument("--consistency-weight", type=float, default=1.0)
-    tune.set_defaults(func=_finetune)
+    visuals = tune.add_subparsers(dest="visual", required=True)
+    for visual in VISUAL:
+        parser = _trainer(visuals, "finetune", visual, _finetune)
+        parser.add_argument("--audio-weights", required=True)
+        parser.add_argument("--visual-weights", required=True)
 
     dists = verbs.add_parser("dists", help="per-actor neutral x emotion audio window distances")
     _common(dists)
@@ -160,10 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dists.add_argument("--expressions", required=True, help="the actor's expressions.parquet (clips and frame counts)")
     dists.add_argument("--actor", required=True)
     dists.add_argument("--out-dir", required=True)
-    dists.add_argument("--seq-len", type=int, default=10)
-    dists.add_argument("--hop", type=int, default=1)
-    dists.add_argument("--batch", type=int, default=256)
-    dists.add_argument("--chunk", type=int, default=4096, help="matrix rows computed at a time (bounds peak memory)")
+    add_settings(dists, "scmc.dists")
     dists.set_defaults(func=_dists)
 
 
@@ -172,6 +169,6 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     dists.add_argument("--rows", type=int, default=20000)
     dists.add_argument("--cols", type=int, default=20000)
     dists.add_argument("--chunk", type=int, default=4096)
-    dists.add_argument("--device", default="cpu")
+    add_settings(dists, "", keys=["device"])
     dists.add_argument("--dir", default=None, help="where the temporary matrix is written (default: system temp)")
     dists.set_defaults(func=_bench_dists)

@@ -27,9 +27,11 @@ COLUMNS = ("actor", "emotion", "level", "neutral_clip", "clip", "pair", "split",
 
 @dataclass(frozen=True)
 class Pairing:
-    count: int = 3                      # neutral clips 001..count take part
-    offsets: tuple[tuple[str, int], ...] = ()  # (emotion, clip-id offset), e.g. ("disgusted", 27)
-    validation: int = 1                 # last pairs per (actor, emotion, level) held out
+    """Config ``scmc.pairs``, ``scmc.clip_offsets`` and ``scmc.validation_pairs``."""
+
+    count: int                           # neutral clips 001..count take part
+    offsets: tuple[tuple[str, int], ...]  # (emotion, clip-id offset), e.g. ("disgusted", 27)
+    validation: int                      # last pairs per (actor, emotion, level) held out
 
     def partner(self, emotion: str, neutral_clip: str, available: set[str]) -> str | None:
         """The emotional clip saying the neutral clip's sentence, or None when it is missing."""
@@ -66,7 +68,7 @@ def _features(row, sample_rate: int) -> np.ndarray:
     return mfcc_per_frame(wave, sample_rate, float(row.fps), int(row.frames))
 
 
-def align_pairs(manifest: pd.DataFrame, pairing: Pairing, sample_rate: int = 16000, workers: int = 2) -> pd.DataFrame:
+def align_pairs(manifest: pd.DataFrame, pairing: Pairing, sample_rate: int, workers: int = 2) -> pd.DataFrame:
     """DTW-align every configured pair; one MFCC frame per video frame at each clip's fps."""
     pairs = clip_pairs(manifest, pairing)
     clips = {row.audio: row for pair in pairs for row in pair[:2]}

@@ -17,14 +17,14 @@ import torch
 
 from scmcl.corpus.layout import ClipKey, groundtruth_path
 from scmcl.corpus.manifest import scan_mead
-from scmcl.corpus.synth import SynthSettings, synth_actor
+from scmcl.corpus.synth import synth_actor
 from scmcl.io.atomic import write_parquet
 from scmcl.scmc.data import BatchSampler, Pairs
 from scmcl.scmc.dists import actor_clips, actor_distances, write_distance_matrix
 from scmcl.scmc.pairs import Pairing, align_pairs
 from scmcl.scmc.train import DataFiles, JointModels, Settings, finetune, train_encoder
 from scmcl.train.loop import load_published
-from tests.conftest import BIN, REPO, run_cmd
+from tests.conftest import BIN, REPO, run_cmd, synth_settings
 
 ACTOR = "SYN02"
 EMOTIONS = ["neutral", "happy", "sad"]
@@ -35,7 +35,7 @@ SENTENCES = 3
 def scmc_corpus(tmp_path_factory, head_files):
     """Three sentences per emotion (two train pairs, one held out), small frames: SCMC reads audio."""
     root = tmp_path_factory.mktemp("scmc_corpus")
-    synth_actor(*head_files, root, ACTOR, EMOTIONS, [3], SENTENCES, SynthSettings(resolution=64, seed=0))
+    synth_actor(*head_files, root, ACTOR, EMOTIONS, [3], SENTENCES, synth_settings(resolution=64))
     return root, scan_mead(root, actors=[ACTOR], emotions=EMOTIONS, levels=[3])
 
 
@@ -46,7 +46,7 @@ def files(scmc_corpus, tmp_path_factory):
     root, manifest = scmc_corpus
     out = tmp_path_factory.mktemp("scmc")
     write_parquet(manifest, out / "manifest.parquet")
-    write_parquet(align_pairs(manifest, Pairing(count=SENTENCES, validation=1)), out / "pairs.parquet")
+    write_parquet(align_pairs(manifest, Pairing(count=SENTENCES, offsets=(), validation=1), sample_rate=16000), out / "pairs.parquet")
     parts = []
     for row in manifest.itertuples(index=False):
         truth = pd.read_parquet(groundtruth_path(root, ACTOR, ClipKey(row.emotion, int(row.level), row.clip)))
@@ -60,7 +60,7 @@ def files(scmc_corpus, tmp_path_factory):
 
 
 def test_pairing_follows_config():
-    pairing = Pairing(count=3, offsets=(("disgusted", 27),))
+    pairing = Pairing(count=3, offsets=(("disgusted", 27),), validation=1)
     assert pairing.partner("disgusted", "001", {"028", "029", "030"}) == "028"
     assert pairing.partner("disgusted", "001", {"001", "002"}) == "001"  # no 028: same id
     assert pairing.partner("happy", "002", {"001", "002"}) == "002"

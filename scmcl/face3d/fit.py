@@ -78,9 +78,9 @@ class FitSettings:
 
     n_shape: int
     n_exp: int
+    iters_full: int  # config preprocess.fit_iterations
     iters_rigid: int = 50
     iters_jaw: int = 50
-    iters_full: int = 200
     lr: float = 1.0
     w_shape: float = 1.0
     w_exp: float = 1.0

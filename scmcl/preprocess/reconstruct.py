@@ -143,8 +143,8 @@ def _fill_invalid(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return landmarks[nearest]
 
 
-def make_reconstructor(name: str, layer: FlameLayer, device: torch.device, size: int, deca_model: str = "",
-                       fit_iterations: int = 200) -> Reconstructor:
+def make_reconstructor(name: str, layer: FlameLayer, device: torch.device, size: int, deca_model: str,
+                       fit_iterations: int) -> Reconstructor:
     if name == "fit":
         return FitReconstructor(layer, device, size, fit_iterations)
     if name == "deca":

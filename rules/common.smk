@@ -51,23 +51,23 @@ def corpus_root_of_outputs(wildcards, output):
     return str(Path(output.videos[0]).parents[5])
 
 
-def slurm_profile():
-    """True under profiles/slurm (its default partition is the $SCMCL_SLURM_PARTITION placeholder);
-    then stop with one line when a variable it needs is unset, instead of submitting "$SCMCL_...".
-    """
+def slurm_profile_unset():
+    """Under profiles/slurm (its default partition is the $SCMCL_SLURM_PARTITION placeholder), the
+    variables it needs that are unset; None without that profile."""
     defaults = workflow.resource_settings.default_resources
     partition = defaults.get("slurm_partition") if defaults is not None else None
     if partition is None or "SCMCL_SLURM" not in str(partition.raw):
-        return False
+        return None
     needed = ["SCMCL_SLURM_PARTITION", "SCMCL_SLURM_ACCOUNT"] + (["SCMCL_SLURM_GPU_PARTITION"] if config["device"] != "cpu" else [])
-    unset = [name for name in needed if name not in os.environ]
-    if unset:
-        raise WorkflowError(f"profiles/slurm needs {', '.join(unset)}: export {' '.join(f'{name}=...' for name in unset)} "
-                            "(partition names from `sinfo -s`, your account from `sacctmgr show assoc user=$USER`; see README, Cluster)")
-    return True
+    return [name for name in needed if name not in os.environ]
 
 
-SLURM_PROFILE = slurm_profile()
+# Stop at once instead of submitting a literal "$SCMCL_SLURM_PARTITION".
+SLURM_UNSET = slurm_profile_unset()
+if SLURM_UNSET:
+    raise WorkflowError(f"profiles/slurm needs {', '.join(SLURM_UNSET)}: export {' '.join(f'{name}=...' for name in SLURM_UNSET)} "
+                        "(partitions from `sinfo -s`, your account from `sacctmgr show assoc user=$USER`; README, Cluster)")
+SLURM_PROFILE = SLURM_UNSET is not None
 SLURM_GPU_PARTITION = os.environ.get("SCMCL_SLURM_GPU_PARTITION", "")
 
 

@@ -18,10 +18,13 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run a command with the project's venv first on PATH (as `make` does)."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env: dict[str, str] | None = None,
+            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run a command with the project's venv first on PATH (as `make` does), with extra
+    environment variables ``env`` and without those named in ``unset``."""
+    full = {key: value for key, value in os.environ.items() if key not in unset}
+    full.update(env or {}, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

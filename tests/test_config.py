@@ -56,3 +56,32 @@ def test_workflow_stops_on_bad_config(tmp_path):
     result = run_cmd(["snakemake", "-n", "--configfile", str(bad)])
     assert result.returncode != 0
     assert "synthetic.resolution" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("levels=[1,2]", ["scmcl corpus synth", "--levels 1 2 "]),
+        ("synthetic={fps: 30}", ["scmcl corpus synth", "--fps 30 ", "--resolution 160 "]),
+        # a nested key merges into the config file's section: its other keys stay
+        ("scmc={batch_size: 8}", ["scmcl scmc train audio", "--batch-size 8 ", "--steps 300 "]),
+    ],
+)
+def test_snakemake_config_overrides_reach_the_stage(override, expected):
+    """`snakemake --config` hands numbers, lists and nested keys over as strings; they reach the
+    stage's command as the numbers the user typed."""
+    result = run_cmd(["snakemake", "-n", "-p", "--config", override])
+    assert result.returncode == 0, result.stdout + result.stderr
+    command = next(line for line in result.stdout.splitlines() if expected[0] in line)
+    for flag in expected[1:]:
+        assert flag in command, command
+
+
+def test_config_strings_become_the_schema_types():
+    config = validate_config({"levels": ["1", "2"], "synthetic": {"fps": "29.97", "sentences": "4"},
+                              "scmc": {"clip_offsets": {"disgusted": "27"}}})
+    assert config["levels"] == [1, 2]
+    assert config["synthetic"]["fps"] == pytest.approx(29.97) and config["synthetic"]["sentences"] == 4
+    assert config["scmc"]["clip_offsets"] == {"disgusted": 27}
+    with pytest.raises(ConfigError, match=r"synthetic\.sentences"):
+        validate_config({"synthetic": {"sentences": "2.5"}})

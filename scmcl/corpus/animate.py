@@ -102,7 +102,7 @@ def _blinks(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
 
 
 def animate(phones: list[Phone], n_frames: int, fps: float, actor: Actor, emotion: str, level_scale: float,
-            motion_seed: int, head_motion: float = 1.0) -> ClipParams:
+            motion_seed: int, head_motion: float) -> ClipParams:
     """FLAME parameters for every frame of a clip."""
     duration = n_frames / fps
     jaw_curve, exp_curve = _mouth_curves(phones, duration)

@@ -36,7 +36,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from scmcl.face3d.camera import orthographic
@@ -72,7 +71,7 @@ class FitSettings:
     radian of opening outside ``jaw_range`` and ``w_jaw_side`` per squared radian of its other
     two axes.  ``w_smooth``/``w_smooth_acc`` weigh the squared first/second frame differences
     of every per-frame unknown, measured as landmark motion (squared pixels summed over the
-    68 points, as the data term).  ``lr`` scales the L-BFGS step (1 is its natural step);
+    68 points, as the data term).  ``step_scale`` scales the L-BFGS step (1 is its natural step);
     ``chunk_frames`` bounds the frames in one forward pass.
     """
 
@@ -81,7 +80,7 @@ class FitSettings:
     iters_full: int  # config preprocess.fit_iterations
     iters_rigid: int = 50
     iters_jaw: int = 50
-    lr: float = 1.0
+    step_scale: float = 1.0
     w_shape: float = 1.0
     w_exp: float = 1.0
     w_jaw: float = 1e4
@@ -299,7 +298,7 @@ def _optimise(problem: _Problem, unknowns: _Unknowns, keys: tuple[str, ...], ite
         return total + prior.item()
 
     for _ in range(CONTOUR_ROUNDS):
-        opt = torch.optim.LBFGS(params, lr=s.lr, max_iter=left, history_size=50, line_search_fn="strong_wolfe",
+        opt = torch.optim.LBFGS(params, lr=s.step_scale, max_iter=left, history_size=50, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-7, tolerance_change=1e-9)
         opt.step(closure)
         left -= opt.state[params[0]]["n_iter"]
@@ -425,23 +424,3 @@ def fit_clip(
             rms_px=float(torch.sqrt((good**2).mean())),
             per_frame_rms=_numpy(rms).astype(np.float32),
         )
-
-
-def _columns(prefix: str, values: np.ndarray) -> dict[str, np.ndarray]:
-    width = max(2, len(str(values.shape[1] - 1)))
-    return {f"{prefix}_{i:0{width}d}": values[:, i] for i in range(values.shape[1])}
-
-
-def fit_table(result: FitResult) -> pd.DataFrame:
-    """One row per frame of plain numbers: ``frame``, ``shape_*`` (repeated), ``exp_*``,
-    ``pose_00..05``, ``cam_00..02``, ``fit_rms_px``, for the clip's Parquet table."""
-    n_frames = result.exp.shape[0]
-    shape = np.broadcast_to(result.shape, (n_frames, result.shape.shape[0]))
-    return pd.DataFrame({
-        "frame": np.arange(n_frames, dtype=np.int64),
-        **_columns("shape", shape),
-        **_columns("exp", result.exp),
-        **_columns("pose", result.pose),
-        **_columns("cam", result.cam),
-        "fit_rms_px": result.per_frame_rms,
-    })

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shard.add_argument("--out", required=True, help="shard table (written last)")
     shard.add_argument("--model", required=True, help="FLAME-format generic_model.pkl")
     shard.add_argument("--landmarks", required=True, help="landmark_embedding.npy")
-    shard.add_argument("--data-root", default="", help="dataset root (synthetic tracker: ground truth)")
+    add_settings(shard, "", keys=["data_root"])  # the synthetic tracker reads its ground truth there
     add_settings(shard, "preprocess")
     add_settings(shard, "", keys=["device"])
     shard.add_argument("--threads", type=int, default=1)

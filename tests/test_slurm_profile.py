@@ -48,3 +48,12 @@ def test_unset_partition_variables_stop_with_one_line():
     for name in PARTITIONS:
         assert name in lines[0]
     assert "$SCMCL" not in output.replace("$USER", "")
+
+
+def test_readme_explains_the_missing_profile_link(tmp_path):
+    """`--profile slurm` before the README's one-time link: the message is in its troubleshooting."""
+    result = run_cmd(["snakemake", "--profile", "slurm", "-n"], env={"XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path)})
+    assert result.returncode != 0
+    message = next(line for line in (result.stdout + result.stderr).splitlines() if "no profile.yaml" in line)
+    first_sentence = message.split(". ")[0]
+    assert first_sentence in (REPO / "README.md").read_text(), first_sentence

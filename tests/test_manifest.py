@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +267,160 @@ def test_dataset_trees_stay_untouched(mead, ravdess, tmp_path):
                  "--links", str(ravdess / "links")]) == 1
     assert {root: _listing(root) for root in (mead, ravdess)} == before
     assert len(pd.read_parquet(tmp_path / "ravdess.parquet")) == len(RAVDESS_ROWS)
+
+
+# --- Faults a scan must report rather than turn into wrong rows (issue 9). ---
+
+GOOD = ClipKey("neutral", 1, "001")
+
+
+@pytest.fixture
+def small_root(tmp_path) -> Path:
+    """One actor with one sound clip (muxed audio, 25 fps, 16 kHz); tests add broken ones."""
+    root = tmp_path / "small"
+    _write_clip(video_path(root, "M001", GOOD), 10, 25.0, 16000, None, 0)
+    return root
+
+
+def _cut(source: Path, target: Path, fraction: float) -> None:
+    """What `head -c` leaves of a file: its first ``fraction`` of bytes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * fraction)])
+
+
+def _scan_error(root: Path, capsys) -> str:
+    """Run `scmcl corpus scan` expecting failure; its stderr, which must be one line."""
+    assert main(["corpus", "scan", str(root), "--out", str(root.parent / "manifest.parquet")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert not (root.parent / "manifest.parquet").exists()
+    return lines[0]
+
+
+def test_truncated_video_is_an_error_naming_it(small_root, tmp_path, capsys):
+    long = tmp_path / "long.mp4"
+    _write_clip(long, 50, 25.0, 16000, None, 1)
+    cut = video_path(small_root, "M001", ClipKey("neutral", 1, "002"))
+    _cut(long, cut, 0.5)
+    line = _scan_error(small_root, capsys)
+    assert line.startswith(f"scmcl corpus: error: 1 of 2 clips cannot be used: {cut}: only ")
+    assert "of the 50 video frames its header lists decode" in line and "re-extract or replace it" in line
+
+
+def test_unreadable_video_is_an_error_naming_it(small_root, capsys):
+    broken = video_path(small_root, "M001", ClipKey("neutral", 1, "002"))
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing")
+    line = _scan_error(small_root, capsys)
+    assert f"ffprobe cannot read {broken}" in line and "re-extract or replace it" in line
+
+
+def test_video_shorter_than_its_audio_is_an_error_with_both_lengths(small_root, tmp_path, capsys):
+    from scmcl.io.media import write_audio, write_video
+
+    # The video stream stops after 10 frames (0.4 s); the muxed audio runs on to 2 s.
+    speech = tmp_path / "speech.wav"
+    write_audio(speech, _tone(2.0, 16000), 16000)
+    short = video_path(small_root, "M001", ClipKey("neutral", 1, "002"))
+    write_video(short, _frames(10, 2), 25.0, audio=speech)
+    line = _scan_error(small_root, capsys)
+    assert (f"{short}: video lasts 0.40 s (10 frames at 25 fps) but its audio track lasts 2.00 s, "
+            "more than 2 frames apart: re-extract or replace the clip, or move it out of the dataset tree") in line
+
+
+def test_separate_audio_of_another_length_and_cut_audio_are_errors(small_root, tmp_path):
+    longer = ClipKey("happy", 3, "001")
+    _write_clip(video_path(small_root, "M001", longer), 10, 25.0, 16000, audio_path(small_root, "M001", longer), 3)
+    from scmcl.io.media import write_audio
+
+    write_audio(audio_path(small_root, "M001", longer), _tone(1.0, 16000), 16000)
+    cut = ClipKey("happy", 3, "002")
+    _write_clip(video_path(small_root, "M001", cut), 50, 25.0, 16000, tmp_path / "full.m4a", 4)
+    # Index first (faststart), so the cut file still opens and its header lists every frame.
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "full.m4a"), "-c", "copy", "-movflags", "+faststart",
+                    str(tmp_path / "indexed.m4a")], check=True)
+    _cut(tmp_path / "indexed.m4a", audio_path(small_root, "M001", cut), 0.4)
+    with pytest.raises(ManifestError) as err:
+        scan_mead(small_root)
+    message = str(err.value)
+    assert message.startswith("2 of 3 clips cannot be used: ")
+    assert f"its audio {audio_path(small_root, 'M001', longer)} lasts 1.00 s" in message
+    assert f"{audio_path(small_root, 'M001', cut)}: only " in message and "audio frames its header lists" in message
+
+
+def test_sound_clips_pass_the_length_checks(small_root, mead_table):
+    assert scan_mead(small_root).frames.tolist() == [10]
+    assert len(mead_table) == len(MEAD_CLIPS)  # 25/30 fps, 16-22.05 kHz, m4a or muxed: all within tolerance
+
+
+def test_skipped_paths_are_counted_in_one_warning(small_root, caplog):
+    front = small_root / "M001" / "video" / "front"
+    good = video_path(small_root, "M001", GOOD)
+    for folder in ("Happy/level_3", "Sad/level_3", "contempt/level_1", "neutral/level_3"):
+        (front / folder).mkdir(parents=True)
+        shutil.copy(good, front / folder / "001.mp4")
+    (good.parent / "001 copy.mp4").write_bytes(good.read_bytes())
+    (good.parent / ".001.mp4.swp").write_bytes(b"editor file: hidden, never data")
+    (small_root / "misc").mkdir()
+    with caplog.at_level("WARNING", logger="scmcl.corpus.manifest"):
+        table = scan_mead(small_root)
+    assert table.video.tolist() == [str(good)]
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"skipped 6 paths under {small_root}: "
+        "1 emotion folder 'Happy' (MEAD uses lower case: rename to 'happy') (e.g. M001/video/front/Happy); "
+        "1 emotion folder 'Sad' (MEAD uses lower case: rename to 'sad') (e.g. M001/video/front/Sad); "
+        "1 emotion folder 'contempt' (not one of neutral, angry, disgusted, fear, happy, sad, surprised) "
+        "(e.g. M001/video/front/contempt); "
+        "1 folder without video/front (not an actor) (e.g. misc); "
+        "1 neutral folder 'level_3' (MEAD's neutral is level_1 only) (e.g. M001/video/front/neutral/level_3); "
+        "1 not a clip name (<digits>.mp4) (e.g. M001/video/front/neutral/level_1/001 copy.mp4)")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scmcl.corpus.manifest"):
+        scan_mead(small_root, actors=["M001"], emotions=["neutral"])
+    # Happy/ and Sad/ would not be read even if renamed, so they are not reported; contempt/ still is.
+    assert "'Happy'" not in caplog.text and "'Sad'" not in caplog.text and "'contempt'" in caplog.text
+
+
+def test_clean_tree_scans_without_warnings(small_root, caplog):
+    with caplog.at_level("WARNING"):
+        scan_mead(small_root)
+    assert not caplog.records
+
+
+def test_ravdess_skipped_files_are_counted(ravdess, tmp_path, caplog):
+    root = tmp_path / "ravdess"
+    (root / "Actor_01").mkdir(parents=True)
+    (root / "Extras").mkdir()
+    source = ravdess / "Actor_01" / "01-01-01-01-01-01-01.mp4"
+    for name in ("01-01-01-01-01-01-01.mp4", "01-01-03-01-01-01.mp4", "01-01-09-01-01-01-01.mp4", "clip.mp4"):
+        shutil.copy(source, root / "Actor_01" / name)
+    (root / "Actor_01" / "notes.txt").write_text("stray")
+    with caplog.at_level("WARNING", logger="scmcl.corpus.manifest"):
+        table = ravdess_manifest(root)
+    assert table.video.tolist() == [str(root / "Actor_01" / "01-01-01-01-01-01-01.mp4")]
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"skipped 5 paths under {root}: "
+        "3 not a valid RAVDESS file name (MM-VV-EE-II-SS-RR-AA) (e.g. Actor_01/01-01-03-01-01-01.mp4); "
+        "1 folder not named Actor_XX (e.g. Extras); "
+        "1 not a media file (.mp4, .wav, .m4a) (e.g. Actor_01/notes.txt)")
+
+
+def test_ravdess_fixture_reports_its_lone_video_only_file(ravdess, caplog):
+    with caplog.at_level("WARNING", logger="scmcl.corpus.manifest"):
+        ravdess_manifest(ravdess)
+    assert ("1 video-only file without its audio-only (03-...) or audio-visual (01-...) twin "
+            "(e.g. Actor_01/02-01-04-02-01-02-01.mp4)") in caplog.text
+    assert "2 not a media file" in caplog.text  # README.txt and a code with a .txt suffix
+
+
+def test_scan_out_directory_is_one_line_before_scanning(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    # The root does not exist: the error is about --out, so the output is checked first.
+    assert main(["corpus", "scan", str(tmp_path / "absent"), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"scmcl corpus: error: --out {out} is a directory: give the manifest's "
+                                       f"file name, e.g. {out / 'manifest.parquet'}\n")
+    assert main(["corpus", "ravdess", str(tmp_path / "absent"), "--out", str(out)]) == 1
+    assert "is a directory" in capsys.readouterr().err

@@ -52,10 +52,10 @@ def _paired(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from scmcl.corpus.manifest import check_outside, scan_mead
+    from scmcl.corpus.manifest import check_manifest_output, scan_mead
     from scmcl.io.atomic import write_parquet
 
-    check_outside(args.root, args.out)
+    check_manifest_output(args.root, args.out)
     table = scan_mead(args.root, args.actors, args.emotions, args.levels, workers=args.workers)
     write_parquet(table, args.out)
     print(f"{len(table)} clips of {table['actor'].nunique()} actors under {args.root} -> {args.out}")
@@ -63,12 +63,13 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _ravdess(args: argparse.Namespace) -> int:
-    from scmcl.corpus.manifest import check_outside
+    from scmcl.corpus.manifest import check_manifest_output, check_outside
     from scmcl.corpus.ravdess import link_ravdess, ravdess_manifest
     from scmcl.io.atomic import write_parquet
 
-    for output in filter(None, (args.out, args.links)):
-        check_outside(args.root, output)
+    check_manifest_output(args.root, args.out)
+    if args.links:
+        check_outside(args.root, args.links)
     table = ravdess_manifest(args.root, args.actors, args.emotions, args.levels, workers=args.workers)
     if args.links:
         link_ravdess(table, args.links)

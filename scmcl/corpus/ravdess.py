@@ -16,6 +16,9 @@ rearranged into MEAD's layout but ships no converter; here the mapping is:
   audio-only file (03) when present, else the audio-visual file's own track. A clip with no
   audio at all (a lone video-only file) is left out.
 
+Song, calm and video-only twins of audio-visual files are left out by design; anything else
+passed over (a malformed name, a non-media file, a lone video-only file) is counted in one warning.
+
 Nothing is written into the RAVDESS tree: the manifest points at the original files, and the
 optional MEAD-layout tree holds symlinks to them, never copies.
 """
@@ -31,7 +34,7 @@ from typing import Iterable, Iterator
 import pandas as pd
 
 from scmcl.corpus.layout import ClipKey, audio_path, clip_name, video_path
-from scmcl.corpus.manifest import ClipFiles, ManifestError, check_outside, clip_table, emotion_filter, selected
+from scmcl.corpus.manifest import ClipFiles, ManifestError, Skipped, check_outside, clip_table, emotion_filter, selected
 
 AUDIO_VISUAL, VIDEO_ONLY, AUDIO_ONLY = 1, 2, 3
 SPEECH = 1
@@ -42,6 +45,7 @@ LEVEL_OF_INTENSITY = {1: 1, 2: 3}
 EXPECTED = "Actor_XX/MM-VV-EE-II-SS-RR-AA.mp4 (audio-only files .wav)"
 MEDIA_SUFFIXES = (".mp4", ".wav", ".m4a")
 
+_ACTOR_DIR = re.compile(r"Actor_[0-9]+")
 _NAME = re.compile(r"([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})-([0-9]{2})")
 
 
@@ -84,35 +88,49 @@ def parse_ravdess_name(name: str | os.PathLike) -> RavdessCode | None:
     return RavdessCode(modality, vocal, EMOTIONS[emotion], intensity, statement, repetition, actor)
 
 
-def _actor_dirs(root: Path, actors: Iterable[str] | None) -> list[Path]:
+def _actor_dirs(root: Path, actors: Iterable[str] | None, skipped: Skipped) -> list[Path]:
     """The requested ``Actor_XX`` folders, each checked to exist, or all of them."""
     if not root.is_dir():
         raise ManifestError(f"RAVDESS root {root} does not exist: expected {EXPECTED} under it")
     if actors is None:
-        return sorted(p for p in root.glob("Actor_*") if p.is_dir())
+        found = []
+        for path in sorted(root.iterdir()):
+            if _ACTOR_DIR.fullmatch(path.name) and path.is_dir():
+                found.append(path)
+            elif path.is_dir() and not path.name.startswith("."):
+                skipped.add("folder not named Actor_XX", path)
+        return found
     missing = [str(root / a) for a in sorted(set(actors)) if not (root / a).is_dir()]
     if missing:
         raise ManifestError(f"actor folder(s) not found: {', '.join(missing)} (expected {EXPECTED} under {root})")
     return [root / a for a in sorted(set(actors))]
 
 
-def _speech_files(actor_dir: Path) -> Iterator[tuple[RavdessCode, Path]]:
-    """The speech media files of one actor folder; other files are skipped, a misfiled one is an error."""
+def _speech_files(actor_dir: Path, skipped: Skipped) -> Iterator[tuple[RavdessCode, Path]]:
+    """The speech media files of one actor folder; song is left out, other files are counted as
+    skipped, a misfiled one is an error."""
     for path in sorted(actor_dir.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in MEDIA_SUFFIXES or not path.is_file():
+            skipped.add(f"not a media file ({', '.join(MEDIA_SUFFIXES)})", path)
+            continue
         code = parse_ravdess_name(path.name)
-        media = path.suffix.lower() in MEDIA_SUFFIXES and path.is_file()
-        if code is None or code.vocal_channel != SPEECH or not media:
+        if code is None:
+            skipped.add("not a valid RAVDESS file name (MM-VV-EE-II-SS-RR-AA)", path)
+            continue
+        if code.vocal_channel != SPEECH:
             continue
         if code.actor_name != actor_dir.name:
             raise ManifestError(f"{path} names actor {code.actor:02d} but lies in {actor_dir.name}/")
         yield code, path
 
 
-def _by_clip(actor_dirs: list[Path]) -> dict[tuple[str, ClipKey], dict[int, Path]]:
+def _by_clip(actor_dirs: list[Path], skipped: Skipped) -> dict[tuple[str, ClipKey], dict[int, Path]]:
     """Group files by MEAD clip, one path per modality; two files with one code are an error."""
     groups: dict[tuple[str, ClipKey], dict[int, Path]] = {}
     for actor_dir in actor_dirs:
-        for code, path in _speech_files(actor_dir):
+        for code, path in _speech_files(actor_dir, skipped):
             if code.key is None:
                 continue
             files = groups.setdefault((code.actor_name, code.key), {})
@@ -122,16 +140,18 @@ def _by_clip(actor_dirs: list[Path]) -> dict[tuple[str, ClipKey], dict[int, Path
     return groups
 
 
-def _choose(actor: str, key: ClipKey, files: dict[int, Path]) -> ClipFiles | None:
+def _choose(actor: str, key: ClipKey, files: dict[int, Path], skipped: Skipped) -> ClipFiles | None:
     """Prefer the audio-visual video; take audio from the audio-only file when there is one."""
     video = files.get(AUDIO_VISUAL) or files.get(VIDEO_ONLY)
     if video is None:
+        skipped.add("audio-only file without its video (01-... or 02-...)", files[AUDIO_ONLY])
         return None
     if AUDIO_ONLY in files:
         audio = files[AUDIO_ONLY]
         return ClipFiles(actor, key, video, audio, audio.suffix[1:].lower())
     if AUDIO_VISUAL in files:
         return ClipFiles(actor, key, video, video, "video")
+    skipped.add("video-only file without its audio-only (03-...) or audio-visual (01-...) twin", video)
     return None
 
 
@@ -143,9 +163,11 @@ def ravdess_manifest(root: str | os.PathLike, actors: Iterable[str] | None = Non
     root = Path(root).absolute()
     chosen = emotion_filter(emotions)
     levels = None if levels is None else sorted({int(level) for level in levels})
-    groups = _by_clip(_actor_dirs(root, actors))
+    skipped = Skipped(root)
+    groups = _by_clip(_actor_dirs(root, actors, skipped), skipped)
     clips = [clip for (actor, key), files in groups.items()
-             if selected(key, chosen, levels) and (clip := _choose(actor, key, files)) is not None]
+             if selected(key, chosen, levels) and (clip := _choose(actor, key, files, skipped)) is not None]
+    skipped.report()
     if not clips:
         raise ManifestError(f"no RAVDESS speech clips with video and audio under {root} for emotions "
                             f"{', '.join(chosen)} and levels {levels or 'any'}: expected {EXPECTED}")

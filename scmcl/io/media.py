@@ -32,8 +32,7 @@ def _run(stream, what: str, path: Path, input_bytes: bytes | None = None) -> byt
     try:
         out, _ = stream.run(input=input_bytes, capture_stdout=True, capture_stderr=True, quiet=True)
     except ffmpeg.Error as err:
-        tail = err.stderr.decode(errors="replace").strip().splitlines()[-1:] if err.stderr else ["?"]
-        raise MediaError(f"ffmpeg failed to {what} {path}: {tail[0]}") from None
+        raise MediaError(f"ffmpeg failed to {what} {path}: {_last_line(err.stderr)}") from None
     return out
 
 
@@ -78,7 +77,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: 
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What ffprobe reports about one file; durations in seconds (None when absent)."""
+    """What ffprobe reports about one file; durations in seconds (None when absent).
+
+    ``frames``/``audio_frames`` are what decodes, ``header_frames``/``audio_header_frames`` what
+    the container lists: a cut-short file keeps its header, so only the two together reveal it.
+    """
 
     fps: float | None
     frames: int | None
@@ -87,10 +90,31 @@ class MediaInfo:
     video_duration: float | None
     audio_duration: float | None
     sample_rate: int | None
+    header_frames: int | None = None
+    audio_frames: int | None = None
+    audio_header_frames: int | None = None
+
+
+def _last_line(stderr: bytes | None) -> str:
+    lines = (stderr or b"").decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+
+def _count(stream: dict | None, key: str) -> int | None:
+    """A frame count field; None when ffprobe did not report it (absent or 'N/A')."""
+    value = stream.get(key) if stream else None
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def _rate(video: dict | None) -> float | None:
+    """The average frame rate; None for no video or ffprobe's '0/0' (no timing, no frames)."""
+    num, den = (int(part) for part in (video or {}).get("avg_frame_rate", "0/0").split("/"))
+    return num / den if num and den else None
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
-    """Read stream metadata; a missing or unreadable file is a one-line error naming it."""
+    """Read stream metadata, decoding every frame to count it; a missing or unreadable file is
+    a one-line error naming it."""
     _require_ffmpeg()
     path = Path(path)
     if not path.is_file():
@@ -98,7 +122,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     try:
         info = ffmpeg.probe(str(path), count_frames=None)
     except ffmpeg.Error as err:
-        raise MediaError(f"ffprobe cannot read {path}: {err.stderr.decode(errors='replace').strip().splitlines()[-1:]}") from None
+        reason = _last_line(err.stderr).removeprefix(f"{path}: ")
+        raise MediaError(f"ffprobe cannot read {path} ({reason}): the file is truncated or not a video/audio file; "
+                         f"re-extract or replace it") from None
     video = next((s for s in info["streams"] if s["codec_type"] == "video"), None)
     audio = next((s for s in info["streams"] if s["codec_type"] == "audio"), None)
 
@@ -106,13 +132,17 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         return float(stream["duration"]) if stream and "duration" in stream else None
 
     return MediaInfo(
-        fps=float(Fraction(video["avg_frame_rate"])) if video else None,
-        frames=int(video.get("nb_read_frames") or video.get("nb_frames") or 0) if video else None,
+        fps=_rate(video),
+        # Decoded frames only: the header's count would hide a truncated file.
+        frames=(_count(video, "nb_read_frames") or 0) if video else None,
         width=int(video["width"]) if video else None,
         height=int(video["height"]) if video else None,
         video_duration=_dur(video),
         audio_duration=_dur(audio),
         sample_rate=int(audio["sample_rate"]) if audio else None,
+        header_frames=_count(video, "nb_frames"),
+        audio_frames=_count(audio, "nb_read_frames"),
+        audio_header_frames=_count(audio, "nb_frames"),
     )
 
 

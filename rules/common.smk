@@ -8,6 +8,7 @@ sys.path.insert(0, workflow.basedir)
 
 from scmcl.config import ConfigError, validate_config
 from scmcl.corpus.layout import audio_path, clip_keys, groundtruth_path, video_path
+from scmcl.corpus.listing import listing_digest
 from scmcl.options import settings_flags
 from scmcl.scmc.cli import TRAINER_SETTINGS
 
@@ -100,6 +101,14 @@ def mem_mb(base):
 def dataset_root(wildcards):
     """The dataset root; only read (the synthetic corpus is generated there by its own rules)."""
     return config["data_root"]
+
+
+def dataset_listing(wildcards):
+    """Digest of the names, sizes and mtimes of a user dataset's clips (no video is opened);
+    the synthetic corpus is a file input of the manifest rule instead."""
+    if config["dataset"] == "synthetic":
+        return ""
+    return listing_digest(config["data_root"], ALL_ACTORS, layout=config["dataset"])
 
 
 def manifest_command():

@@ -20,6 +20,9 @@ rule corpus_manifest:
     params:
         command=manifest_command(),
         root=dataset_root,
+        # A user's dataset tree is no input of the workflow: its listing's digest is a param, so a
+        # replaced, added or removed clip reruns the scan (Snakemake's params trigger).
+        listing=dataset_listing,
         actors=" ".join(ALL_ACTORS),
         emotions=" ".join(config["emotions"]),
         levels=" ".join(map(str, config["levels"])),

@@ -248,3 +248,13 @@ def test_non_checkpoint_is_rejected(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(DecaWeightsError, match="deca_model.tar"):
         load_deca(path)
+
+
+def test_unset_path_names_the_setting() -> None:
+    with pytest.raises(ValueError) as info:
+        load_deca("")
+    message = str(info.value)
+    assert message.startswith("no DECA weights given: reconstruction deca needs `preprocess.deca_model`")
+    for needle in ("deca_model.tar", "drive.google.com", "generic_model.pkl"):
+        assert needle in message
+    assert "not found: ." not in message

@@ -148,13 +148,20 @@ class DecaEncoder(nn.Module):
         return self.D_detail(latent)
 
 
+_SOURCE = (f"DECA's released checkpoint `deca_model.tar` (DECA README, Google Drive: {DECA_MODEL_URL}); it "
+           f"cannot be downloaded for you")
+_FLAME_TOO = (f"DECA also needs the FLAME model `generic_model.pkl` (FLAME 2020, registration required at "
+              f"{FLAME_URL}).")
+
+
 def _missing_file_message(path: Path) -> str:
-    return (
-        f"DECA weights not found: {path}. The file is DECA's released checkpoint `deca_model.tar` "
-        f"(DECA README, Google Drive: {DECA_MODEL_URL}); it cannot be downloaded for you: fetch it "
-        f"yourself and put it at that path. DECA also needs the FLAME model `generic_model.pkl` "
-        f"(FLAME 2020, registration required at {FLAME_URL})."
-    )
+    return (f"DECA weights not found: {path}. The file is {_SOURCE}: fetch it yourself and put it at that path. "
+            f"{_FLAME_TOO}")
+
+
+def _unset_message() -> str:
+    return (f"no DECA weights given: reconstruction deca needs `preprocess.deca_model` (scmcl preprocess "
+            f"--deca-model) set to the path of {_SOURCE}: fetch it yourself and set that path. {_FLAME_TOO}")
 
 
 def _read_checkpoint(path: Path, device: torch.device | str, trust_pickle: bool) -> Mapping:
@@ -202,6 +209,9 @@ def load_deca(path: str | os.PathLike, device: torch.device | str = "cpu", trust
 
     ``trust_pickle`` lifts torch's weights-only restriction, for a file whose origin is known.
     """
+    if not os.fspath(path).strip():
+        # Path("") is "." and would be reported as a missing file named ".".
+        raise ValueError(_unset_message())
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(_missing_file_message(path))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from scmcl.io.atomic import write_parquet
 from scmcl.scmc.data import BatchSampler, Pairs
 from scmcl.scmc.dists import actor_clips, actor_distances, write_distance_matrix
 from scmcl.scmc.pairs import Pairing, align_pairs
-from scmcl.scmc.train import DataFiles, JointModels, Settings, finetune, train_encoder
+from scmcl.scmc.train import DataFiles, JointModels, Settings, finetune, fingerprint, train_encoder
 from scmcl.train.loop import load_published
 from tests.conftest import BIN, REPO, run_cmd, synth_settings
 
@@ -188,3 +189,49 @@ def test_bench_dists_prints_throughput_and_memory():
     result = run_cmd([sys.executable, "-m", "scmcl", "bench", "dists", "--rows", "3000", "--cols", "2000", "--chunk", "512"])
     assert result.returncode == 0, result.stderr
     assert "M distances/s" in result.stdout and "peak RSS" in result.stdout
+
+
+def trainer_settings(**overrides) -> Settings:
+    """Every setting spelled out, small enough for a test."""
+    values = dict(steps=150, lr=1e-4, batch_size=32, tau=0, image_size=64, warmup=0, consistency_weight=1.0,
+                  pretrained="", seed=0, eval_batches=10, checkpoint_every=50, device="cpu")
+    return Settings(**{**values, **overrides})
+
+
+def test_fingerprint_covers_only_the_scmc_actors_rows(files, tmp_path):
+    _, data = files
+    manifest = pd.read_parquet(data.manifest)
+    other = manifest.assign(actor="M003", video=manifest.video.str.replace(ACTOR, "M003"),
+                            audio=manifest.audio.str.replace(ACTOR, "M003"))
+    variants = {"more_actors": pd.concat([other, manifest.sample(frac=1.0, random_state=0)], ignore_index=True),
+                "changed_row": manifest.assign(fps=manifest.fps.where(manifest.index != 1, manifest.fps + 1.0))}
+    for name, table in variants.items():
+        write_parquet(table, tmp_path / f"{name}.parquet")
+    settings = trainer_settings()
+    reference = fingerprint(settings, data)
+    assert fingerprint(replace(settings, device="cuda", checkpoint_every=7), data) == reference
+    assert fingerprint(settings, replace(data, manifest=str(tmp_path / "more_actors.parquet"))) == reference
+    assert fingerprint(settings, replace(data, manifest=str(tmp_path / "changed_row.parquet"))) != reference
+    assert fingerprint(replace(settings, lr=2e-4), data) != reference
+
+
+def test_swapped_weights_fail_before_training(finetuned, files, tmp_path):
+    out, data = files
+    audio, expression = out / "audio.pt", out / "expression.pt"
+    run = dict(run_dir=tmp_path / "run", out=tmp_path / "ft.pt", metrics_out=tmp_path / "ft.tsv", eval_out=tmp_path / "ft.json")
+    with pytest.raises(ValueError) as err:
+        finetune("expression", data, trainer_settings(), expression, audio, **run)
+    assert str(err.value) == f"{expression} holds the scmc expression encoder, expected the scmc audio encoder: check --audio-weights"
+    with pytest.raises(ValueError) as err:
+        finetune("expression", data, trainer_settings(), audio, audio, **run)
+    assert str(err.value) == f"{audio} holds the scmc audio encoder, expected the scmc expression encoder: check --visual-weights"
+    assert not list(tmp_path.iterdir())  # no run directory, no checkpoint
+
+    with pytest.raises(ValueError) as err:
+        JointModels.load(expression)
+    assert str(err.value) == (f"{expression} holds the scmc expression encoder, expected the scmc finetune: "
+                              "use an output of finetune_scmc_<visual>")
+    weights, _ = finetuned
+    header = load_published(weights)
+    assert (header["stage"], header["kind"], header["modality"]) == ("scmc", "finetune", "expression")
+    assert header["fingerprint"] != load_published(expression)["fingerprint"]

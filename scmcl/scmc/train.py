@@ -22,10 +22,10 @@ from torch import nn
 
 from scmcl.device import resolve_device
 from scmcl.io.atomic import atomic_path
-from scmcl.scmc.data import AudioFrames, BatchSampler, ExpressionFrames, ImageFrames, Pairs
+from scmcl.scmc.data import CLIP_KEY, AudioFrames, BatchSampler, ExpressionFrames, ImageFrames, Pairs
 from scmcl.scmc.loss import consistency, info_nce, matrix_correlation, topk_hits
 from scmcl.scmc.models import CrossAttention, ImageEncoder, ScaleLayer, audio_encoder, encode_frames, expression_encoder, fuse
-from scmcl.train.loop import TrainLoop, TrainSettings, load_published, seed_everything
+from scmcl.train.loop import Contents, TrainLoop, TrainSettings, load_published, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,34 @@ class Settings:
         return TrainSettings(steps=self.steps, checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device)
 
 
-def fingerprint(settings: Settings, files: list[str]) -> str:
-    """Settings plus the bytes of every input file: new inputs restart training, a rerun resumes."""
-    digest = hashlib.sha256(json.dumps({k: v for k, v in asdict(settings).items()
-                                        if k not in ("device", "checkpoint_every")}, sort_keys=True).encode())
-    for path in files:
+def _table_digest(frame: pd.DataFrame) -> bytes:
+    """Column names, dtypes and every row's values: a table's content, not how its file stores it."""
+    columns = json.dumps([[str(name), str(dtype)] for name, dtype in frame.dtypes.items()]).encode()
+    return hashlib.sha256(columns + pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).digest()
+
+
+def fingerprint(settings: Settings, data: DataFiles, weights: tuple[str | Path, ...] = ()) -> str:
+    """What the trainer reads: settings, frame geometry, the manifest rows of the actors in the
+    aligned pairs (in clip order, so the run's other actors leave it unchanged), the pairs,
+    expression and shard tables, and the bytes of the weights it starts from. New inputs restart
+    training, a rerun resumes."""
+    trained = {k: v for k, v in asdict(settings).items() if k not in ("device", "checkpoint_every")}
+    digest = hashlib.sha256(json.dumps({**trained, "sample_rate": data.sample_rate, "image_crop": data.image_crop},
+                                       sort_keys=True).encode())
+    actors = pd.read_parquet(data.pairs, columns=["actor"]).actor.unique()
+    manifest = pd.read_parquet(data.manifest)
+    rows = manifest[manifest.actor.isin(actors)].sort_values(CLIP_KEY).reset_index(drop=True)
+    digest.update(_table_digest(rows[sorted(rows.columns)]))
+    for table in (data.pairs, *data.expressions, *data.shards):
+        digest.update(_table_digest(pd.read_parquet(table)))
+    for path in weights:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
+
+
+def encoder_contents(modality: str) -> Contents:
+    """The header of ``train_encoder``'s output, checked by ``finetune``."""
+    return Contents("scmc", "encoder", modality)
 
 
 def new_encoder(modality: str, pretrained: str = "") -> nn.Module:
@@ -160,8 +181,8 @@ def train_encoder(modality: str, data: DataFiles, settings: Settings, run_dir: s
     seed_everything(settings.seed)
     encoder = new_encoder(modality, settings.pretrained).to(device)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=settings.lr)
-    loop = TrainLoop(f"scmc_{modality}", run_dir, settings.loop(), {"encoder": encoder}, optimizer,
-                     fingerprint(settings, data.tables()))
+    loop = TrainLoop(f"scmc_{modality}", run_dir, settings.loop(), fingerprint(settings, data),
+                     modules={"encoder": encoder}, optimizers={"encoder": optimizer})
 
     def embed(split: _Split, index: np.ndarray) -> torch.Tensor:
         x = split.inputs(modality, index, 1, device)
@@ -179,8 +200,8 @@ def train_encoder(modality: str, data: DataFiles, settings: Settings, run_dir: s
     figures = {"modality": modality, **_retrieval(lambda i: embed(val, i), val.sampler.fixed_batches(settings.eval_batches, settings.seed))}
     log.info("scmc %s held-out retrieval: top-5 %.3f (chance %.3f), top-1 %.3f", modality, figures["top5"],
              figures["chance_top5"], figures["top1"])
-    loop.publish(out, {"kind": "scmc_encoder", "modality": modality, "encoder": encoder.state_dict(),
-                       "sample_rate": data.sample_rate, "image_size": settings.image_size, "image_crop": data.image_crop})
+    loop.publish(out, encoder_contents(modality), {"encoder": encoder.state_dict(), "sample_rate": data.sample_rate,
+                                                   "image_size": settings.image_size, "image_crop": data.image_crop})
     loop.publish_metrics(metrics_out)
     _write_json(eval_out, figures)
     return figures
@@ -201,10 +222,8 @@ class JointModels(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> JointModels:
         """The published fine-tuned metric (``finetune`` output), in eval mode."""
-        payload = load_published(path, device)
-        if payload.get("kind") != "scmc_finetuned":
-            raise ValueError(f"{path} is not a fine-tuned SCMC metric: use the output of finetune_scmc_<visual>")
-        models = cls(payload["visual"])
+        payload = load_published(path, Contents("scmc", "finetune", None), "use an output of finetune_scmc_<visual>", device)
+        models = cls(payload["modality"])
         models.load_state_dict(payload["models"])
         return models.to(device).eval()
 
@@ -237,11 +256,12 @@ def finetune(visual: str, data: DataFiles, settings: Settings, audio_weights: st
              run_dir: str | Path, out: str | Path, metrics_out: str | Path, eval_out: str | Path) -> dict:
     """Joint audio↔visual fine-tuning: InfoNCE of both modalities plus, after ``warmup`` steps,
     λ·mean|Scale(D_visual) − D_audio| over the whole B×B matrices (neither side detached)."""
+    audio_ckpt = load_published(audio_weights, encoder_contents("audio"), "check --audio-weights")
+    visual_ckpt = load_published(visual_weights, encoder_contents(visual), "check --visual-weights")
     device = resolve_device(settings.device)
     tau = settings.tau if visual == "image" else 0
     train = _Split(data, "train", ("audio", visual), settings.image_size, settings.batch_size, tau)
     val = _Split(data, "val", ("audio", visual), settings.image_size, settings.batch_size, tau)
-    audio_ckpt, visual_ckpt = load_published(audio_weights), load_published(visual_weights)
     seed_everything(settings.seed)
     models = JointModels(visual)
     models.audio_encoder.load_state_dict(audio_ckpt["encoder"])
@@ -250,8 +270,8 @@ def finetune(visual: str, data: DataFiles, settings: Settings, audio_weights: st
     optimizer = torch.optim.AdamW(models.parameters(), lr=settings.lr, weight_decay=0.0)
     batches = val.sampler.fixed_batches(settings.eval_batches, settings.seed)
     before = _agreement(models, val, batches, device)
-    loop = TrainLoop(f"scmc_finetune_{visual}", run_dir, settings.loop(), {"models": models}, optimizer,
-                     fingerprint(settings, data.tables() + [str(audio_weights), str(visual_weights)]))
+    loop = TrainLoop(f"scmc_finetune_{visual}", run_dir, settings.loop(), fingerprint(settings, data, (audio_weights, visual_weights)),
+                     modules={"models": models}, optimizers={"models": optimizer})
 
     def step(index: int) -> dict[str, float]:
         batch = train.sampler(loop.rng)
@@ -274,8 +294,8 @@ def finetune(visual: str, data: DataFiles, settings: Settings, audio_weights: st
     figures = {"visual": visual, "before": before, "after": after, "audio_retrieval": audio_retrieval}
     log.info("scmc fine-tune %s held-out agreement: L1 %.3f → %.3f, correlation %.3f → %.3f", visual,
              before["consistency_l1"], after["consistency_l1"], before["correlation"], after["correlation"])
-    loop.publish(out, {"kind": "scmc_finetuned", "visual": visual, "nframe": NFRAME, "models": models.state_dict(),
-                       "sample_rate": data.sample_rate, "image_size": settings.image_size, "image_crop": data.image_crop})
+    loop.publish(out, Contents("scmc", "finetune", visual), {"nframe": NFRAME, "models": models.state_dict(),
+                 "sample_rate": data.sample_rate, "image_size": settings.image_size, "image_crop": data.image_crop})
     loop.publish_metrics(metrics_out)
     _write_json(eval_out, figures)
     return figures

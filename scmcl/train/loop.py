@@ -1,7 +1,8 @@
 """A resumable training loop: a killed, timed-out or interrupted job continues where it stopped.
 
 The run directory (``checkpoint.pt``, ``metrics.tsv``) is deliberately not a Snakemake output,
-because Snakemake deletes the outputs of failed jobs; only what ``publish`` writes is.
+because Snakemake deletes the outputs of failed jobs; only what ``publish`` writes is. Every
+published file carries a header saying what it holds, which ``load_published`` checks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
@@ -29,16 +30,43 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.tsv"
+#: Keys every published weight file starts with (``Contents`` plus the settings fingerprint).
+HEADER = ("stage", "kind", "modality", "fingerprint")
+
+
+class WeightFileError(ValueError):
+    """A published weight file that cannot be read or holds something else than expected."""
+
+
+class CheckpointError(RuntimeError):
+    """A ``checkpoint.pt`` that cannot be read; never deleted for the user, as it may hold a long run."""
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """What a training rule reads from the config; the caller folds it into the fingerprint."""
+    """What a training rule reads from the config; the caller folds it into the fingerprint.
+    No defaults: the config schema is the one place a setting's default lives."""
 
     steps: int
-    checkpoint_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
+    checkpoint_every: int
+    seed: int
+    device: str
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What a published weight file holds, e.g. the scmc audio encoder; in an expectation,
+    ``modality=None`` accepts any modality."""
+
+    stage: str
+    kind: str
+    modality: str | None
+
+    def describe(self) -> str:
+        return "the " + " ".join(word for word in (self.stage, self.modality, self.kind) if word)
+
+    def accepts(self, held: Contents) -> bool:
+        return (self.stage, self.kind) == (held.stage, held.kind) and self.modality in (None, held.modality)
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -49,12 +77,35 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def load_published(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Load what ``TrainLoop.publish`` wrote, with a message that says how to get it if absent."""
+def _read_torch(path: Path, device: str | torch.device) -> object:
+    """``torch.load`` without pickled code; None when the file is not a readable torch file.
+    Opening it first keeps real I/O errors (permissions) apart from damage, for which torch
+    raises EOFError, KeyError, OSError, RuntimeError or UnpicklingError depending on the bytes."""
+    with path.open("rb") as file:
+        try:
+            return torch.load(file, map_location=device, weights_only=True)
+        except Exception:  # noqa: BLE001 - every way a damaged file fails to deserialise
+            return None
+
+
+def load_published(path: str | Path, expect: Contents | None = None, hint: str = "",
+                   device: str | torch.device = "cpu") -> dict:
+    """Load what ``TrainLoop.publish`` wrote, checking its header against ``expect``; each fault
+    is a one-line ``WeightFileError`` naming the file (``hint`` says which flag to check)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the training rule that writes it")
-    return torch.load(path, map_location=device, weights_only=True)
+    payload = _read_torch(path, device)
+    if payload is None:
+        raise WeightFileError(f"{path} is not a readable scmcl weight file (empty/truncated/not a torch file): "
+                              "rerun the rule that writes it")
+    if not isinstance(payload, dict) or not set(HEADER) <= payload.keys():
+        raise WeightFileError(f"{path} has no scmcl weight header (stage, kind, modality, fingerprint): "
+                              "rerun the rule that writes it")
+    held = Contents(payload["stage"], payload["kind"], payload["modality"])
+    if expect is not None and not expect.accepts(held):
+        raise WeightFileError(f"{path} holds {held.describe()}, expected {expect.describe()}" + (f": {hint}" if hint else ""))
+    return payload
 
 
 class _MetricsLog:
@@ -109,12 +160,14 @@ def _stop_requests() -> Iterator[list[int]]:
 
 
 class TrainLoop:
-    """Runs ``step_fn`` for each step, checkpointing modules, optimizer and every RNG so a rerun
-    with the same fingerprint continues bit-for-bit where the last checkpoint left off.
+    """Runs ``step_fn`` for each step, checkpointing modules, optimizers, schedulers and every RNG
+    so a rerun with the same fingerprint continues bit-for-bit where the last checkpoint left off.
 
-    The caller builds ``modules`` (already on ``device``) and ``optimizer`` identically each run;
-    on resume their state is overwritten from the checkpoint. ``step_fn`` draws its batches from
-    ``rng`` and any other randomness from torch, whose states are checkpointed too.
+    The caller builds the named ``modules`` (already on ``device``), ``optimizers`` and
+    ``schedulers`` (e.g. a GAN's generator and discriminator) identically each run; on resume
+    their state is overwritten from the checkpoint. ``step_fn`` steps the optimizers and
+    schedulers itself, draws its batches from ``rng`` and any other randomness from torch,
+    whose states are checkpointed too.
     """
 
     def __init__(
@@ -122,16 +175,19 @@ class TrainLoop:
         name: str,
         run_dir: str | Path,
         settings: TrainSettings,
-        modules: dict[str, torch.nn.Module],
-        optimizer: torch.optim.Optimizer,
         fingerprint: str,
+        *,
+        modules: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         self.name = name
         self.run_dir = Path(run_dir)
         self.settings = settings
-        self.modules = modules
-        self.optimizer = optimizer
         self.fingerprint = fingerprint
+        self.modules = modules
+        self.optimizers = optimizers
+        self.schedulers = schedulers or {}
         self.device = resolve_device(settings.device)
         self.rng = np.random.default_rng(settings.seed)
         self.start_step = 0
@@ -188,25 +244,47 @@ class TrainLoop:
             metrics_log.close()
         return next_step
 
-    def publish(self, path: str | Path, payload: dict) -> None:
-        """``torch.save`` a Snakemake output atomically, so a kill never leaves a half-written file;
-        keep the payload to tensors and plain Python values so ``load_published`` can load it safely."""
+    def publish(self, path: str | Path, contents: Contents, payload: dict) -> None:
+        """``torch.save`` a Snakemake output atomically, so a kill never leaves a half-written file,
+        headed by what it holds and the fingerprint of the settings that trained it; keep the
+        payload to tensors and plain Python values so ``load_published`` can load it safely."""
+        if clash := sorted(set(HEADER) & payload.keys()):
+            raise ValueError(f"payload keys {clash} would overwrite the weight file header")
+        header = {**asdict(contents), "fingerprint": self.fingerprint}
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            torch.save({**header, **payload}, tmp)
 
     def publish_metrics(self, path: str | Path) -> None:
         """Copy the run's metrics table to a Snakemake output, atomically."""
         with atomic_path(path) as tmp:
             shutil.copyfile(self.metrics_path, tmp)
 
+    def _parts(self) -> dict[str, dict]:
+        """What the checkpoint holds a state dict of, by name."""
+        return {"modules": self.modules, "optimizers": self.optimizers, "schedulers": self.schedulers}
+
+    def _read_checkpoint(self) -> dict:
+        """The checkpoint's state, or a one-line ``CheckpointError`` when it is damaged."""
+        state = _read_torch(self.checkpoint_path, "cpu")
+        if not isinstance(state, dict) or not {"fingerprint", "step"} <= state.keys():
+            raise CheckpointError(f"{self.checkpoint_path} is not a readable checkpoint (empty/truncated/not a torch file): "
+                                  f"delete it to restart {self.name} from step 0")
+        return state
+
+    def _fits(self, state: dict) -> bool:
+        """Written with these settings by a trainer with the same named parts (a checkpoint of an
+        older layout has other keys), and not past the last step."""
+        return (state["fingerprint"] == self.fingerprint and state["step"] <= self.settings.steps
+                and all(sorted(state.get(part, ())) == sorted(objects) for part, objects in self._parts().items()))
+
     def _restore(self) -> int:
-        """Load the checkpoint when it belongs to these settings; otherwise seed a fresh run."""
+        """Load the checkpoint when it fits this trainer; otherwise seed a fresh run."""
         if self.checkpoint_path.exists():
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            if state["fingerprint"] == self.fingerprint and state["step"] <= self.settings.steps:
-                for name, module in self.modules.items():
-                    module.load_state_dict(state["modules"][name])
-                self.optimizer.load_state_dict(state["optimizer"])
+            state = self._read_checkpoint()
+            if self._fits(state):
+                for part, objects in self._parts().items():
+                    for name, obj in objects.items():
+                        obj.load_state_dict(state[part][name])
                 self.rng.bit_generator.state = state["numpy_rng"]
                 random.setstate(state["python_rng"])
                 torch.set_rng_state(state["torch_rng"])
@@ -215,7 +293,8 @@ class TrainLoop:
                 log.info("resuming %s from step %d", self.name, state["step"])
                 return state["step"]
             log.warning(
-                "%s: settings changed since %s was written (fingerprint or fewer steps), starting again from step 0",
+                "%s: settings changed since %s was written (fingerprint, fewer steps, or other modules, optimizers "
+                "or schedulers), starting again from step 0",
                 self.name,
                 self.checkpoint_path,
             )
@@ -228,8 +307,7 @@ class TrainLoop:
         state = {
             "fingerprint": self.fingerprint,
             "step": next_step,
-            "modules": {name: module.state_dict() for name, module in self.modules.items()},
-            "optimizer": self.optimizer.state_dict(),
+            **{part: {name: obj.state_dict() for name, obj in objects.items()} for part, objects in self._parts().items()},
             "numpy_rng": self.rng.bit_generator.state,  # PCG64: plain ints and str, weights_only-safe
             "python_rng": random.getstate(),
             "torch_rng": torch.get_rng_state(),

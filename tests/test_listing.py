@@ -118,3 +118,9 @@ def test_never_opens_a_file(mead, monkeypatch):
     monkeypatch.setattr(builtins, "open", refuse)
     monkeypatch.setattr(os, "open", refuse)
     assert listing_digest(mead) == expected
+
+
+def test_link_back_up_the_tree_ends(mead):
+    before = listing_digest(mead, ["M001"])
+    (mead / "M001/video/front/neutral/level_1/loop").symlink_to(mead / "M001/video")
+    assert listing_digest(mead, ["M001"]) == before  # walked once, not forever: the loop holds no new clip

@@ -19,20 +19,26 @@ MEDIA_SUFFIXES = (".mp4", ".m4a", ".wav")
 LAYOUTS = {"mead": ("video", "audio"), "ravdess": ("",)}
 
 
-def _media_entries(folder: str, rel: str) -> Iterator[tuple[str, int, int]]:
+def _media_entries(folder: str, rel: str, above: frozenset = frozenset()) -> Iterator[tuple[str, int, int]]:
     """(relative path, size, mtime_ns) of every media file below ``folder``, depth first in name order.
 
-    Symlinks are followed, so a replaced link target (``scmcl corpus ravdess --links``) counts;
-    a dangling link is listed with size and mtime -1, so its appearance still changes the digest.
+    Symlinks are followed as the scan follows them, so a replaced link target (``scmcl corpus
+    ravdess --links``) counts; a dangling link is listed with size and mtime -1, so its
+    appearance still changes the digest. ``above`` holds the (device, inode) of the folders
+    above, so a link back up the tree is not walked forever.
     """
     try:
+        st = os.stat(folder)
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except (FileNotFoundError, NotADirectoryError):
+        return
+    here = (st.st_dev, st.st_ino)
+    if here in above:
         return
     for entry in entries:
         path = f"{rel}/{entry.name}" if rel else entry.name
         if entry.is_dir():
-            yield from _media_entries(entry.path, path)
+            yield from _media_entries(entry.path, path, above | {here})
         elif entry.name.lower().endswith(MEDIA_SUFFIXES):
             try:
                 st = entry.stat()

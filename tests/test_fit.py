@@ -11,7 +11,7 @@ import torch
 
 from scmcl.corpus.head import build_head
 from scmcl.face3d.camera import orthographic
-from scmcl.face3d.fit import FitResult, FitSettings, fit_clip, fit_table, landmark_sublayer
+from scmcl.face3d.fit import FitResult, FitSettings, fit_clip, landmark_sublayer
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_model import FlameModel, LandmarkEmbedding
 from scmcl.options import schema_default
@@ -255,21 +255,6 @@ def test_fewer_components_than_the_model(grid_layer: FlameLayer) -> None:
     assert res.pose.shape == (N_FRAMES, 6) and res.cam.shape == (N_FRAMES, 3)
     assert res.rms_px < 1.3 * NOISE_PX * np.sqrt(2.0)
     assert _corr(res.pose[:, 3], clip.jaw) >= 0.95
-
-
-def test_fit_table_has_plain_per_frame_columns() -> None:
-    rng = np.random.default_rng(0)
-    res = FitResult(shape=rng.normal(size=3).astype(np.float32), exp=rng.normal(size=(4, 2)).astype(np.float32),
-                    pose=rng.normal(size=(4, 6)).astype(np.float32), cam=rng.normal(size=(4, 3)).astype(np.float32),
-                    rms_px=0.5, per_frame_rms=np.array([0.4, np.nan, 0.5, 0.6], np.float32))
-    table = fit_table(res)
-    assert list(table.columns) == ["frame", "shape_00", "shape_01", "shape_02", "exp_00", "exp_01",
-                                   *(f"pose_{i:02d}" for i in range(6)), "cam_00", "cam_01", "cam_02", "fit_rms_px"]
-    assert table["frame"].tolist() == [0, 1, 2, 3]
-    assert all(np.issubdtype(dtype, np.number) for dtype in table.dtypes)
-    np.testing.assert_array_equal(table["shape_01"], np.full(4, res.shape[1]))
-    np.testing.assert_array_equal(table[[f"pose_{i:02d}" for i in range(6)]].to_numpy(), res.pose)
-    np.testing.assert_array_equal(table["fit_rms_px"], res.per_frame_rms)
 
 
 def test_bad_input_is_refused(grid_layer: FlameLayer) -> None:

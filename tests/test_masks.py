@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from scmcl.preprocess.masks import (
-    WEIGHTS_NAME, SegmentationMasker, SoftErosion, UNet, fill_empty, largest_component, save_unet_like,
-)
+from scmcl.preprocess.masks import WEIGHTS_NAME, SegmentationMasker, SoftErosion, UNet, fill_empty, largest_component
+from tests.helpers import assert_float32_close, save_unet_like
 
 KNOWN_KEYS = {
     "conv1.conv1.0.weight": (64, 3, 3, 3),
@@ -75,19 +74,29 @@ def test_unet_matches_official_key_names_and_shapes(model):
     assert not any("maxpool" in k or ".up." in k for k in state), "pooling/upsampling have no parameters"
 
 
+def _inputs() -> torch.Tensor:
+    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
 def test_save_load_round_trip_reproduces_outputs(weights, model):
     masker = SegmentationMasker(weights, "cpu")
-    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        assert torch.equal(masker.net(x), model(x))
+        assert_float32_close(masker.net(_inputs()), model(_inputs()))
     assert not masker.net.training
     saved = torch.load(weights, weights_only=True)
     assert set(saved) == {"state_dict"} and set(saved["state_dict"]) == set(model.state_dict())
 
 
 def test_checkpoint_without_batch_counters_still_loads(tmp_path, model):
+    """Checkpoints older than BatchNorm's counter load with every weight and running statistic."""
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    SegmentationMasker(_save_state(tmp_path / "old.pth", state), "cpu")
+    masker = SegmentationMasker(_save_state(tmp_path / "old.pth", state), "cpu")
+    assert not masker.net.training
+    loaded = masker.net.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+    with torch.inference_mode():
+        assert_float32_close(masker.net(_inputs()), model(_inputs()))
 
 
 def test_missing_weights_error_names_file_and_source(tmp_path):

@@ -7,10 +7,11 @@ import numpy as np
 import torch
 
 from scmcl.face3d.camera import orthographic
-from scmcl.face3d.deca import DecaEncoder, save_deca_like
+from scmcl.face3d.deca import DecaEncoder
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
 from scmcl.preprocess.reconstruct import deca_cam_to_crop, deca_crop_transform, make_reconstructor
+from tests.helpers import save_deca_like
 
 
 def test_deca_camera_lands_on_the_same_crop_pixels():

@@ -19,8 +19,6 @@ import torch
 import torchvision
 from torch import nn
 
-from scmcl.io.atomic import atomic_path
-
 #: DECA's ``param_list`` order and ``n_*`` sizes (``decalib/utils/config.py``): E_flame's 236 outputs.
 PARAM_SIZES: dict[str, int] = {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
 N_PARAMS = sum(PARAM_SIZES.values())
@@ -228,12 +226,3 @@ def load_deca(path: str | os.PathLike, device: torch.device | str = "cpu", trust
         except RuntimeError as err:
             raise DecaWeightsError(f"{path}: loading {name} failed: {err}") from err
     return model.to(device, torch.float32).eval()
-
-
-def save_deca_like(path: str | os.PathLike, encoder: DecaEncoder) -> None:
-    """Write ``encoder`` in the official checkpoint layout (for tests and for checking the loader)."""
-    checkpoint = {
-        name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in encoder.networks().items()
-    }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)

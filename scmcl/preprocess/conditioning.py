@@ -130,51 +130,6 @@ def face_mask(surface: Surface, faces: torch.Tensor, face_vertex_mask: Array | N
     return surface.visible & triangle_in[pix_to_face.clamp_min(0)]
 
 
-def render_nmfc(
-    vertices: torch.Tensor,
-    faces: torch.Tensor,
-    cam: torch.Tensor,
-    colors: Array,
-    size: int,
-    *,
-    pixel_transform: torch.Tensor | None = None,
-    out_size: int | None = None,
-) -> torch.Tensor:
-    """NED's NMFC image (B,out,out,3) in [0,1] of ``vertices`` (B,V,3) coloured by ``colors`` (V,3)."""
-    surface = rasterize_surface(vertices, faces, cam, size, pixel_transform=pixel_transform, out_size=out_size)
-    return nmfc_image(surface, faces, colors)
-
-
-def render_shape(
-    vertices: torch.Tensor,
-    faces: torch.Tensor,
-    cam: torch.Tensor,
-    size: int,
-    *,
-    normals: torch.Tensor | None = None,
-    pixel_transform: torch.Tensor | None = None,
-    out_size: int | None = None,
-) -> torch.Tensor:
-    """DECA's shape image (B,out,out,3) in [0,1]; see :func:`shape_image` for ``normals``."""
-    surface = rasterize_surface(vertices, faces, cam, size, pixel_transform=pixel_transform, out_size=out_size)
-    return shape_image(surface, faces, normals)
-
-
-def render_face_mask(
-    vertices: torch.Tensor,
-    faces: torch.Tensor,
-    cam: torch.Tensor,
-    size: int,
-    face_vertex_mask: Array | None = None,
-    *,
-    pixel_transform: torch.Tensor | None = None,
-    out_size: int | None = None,
-) -> torch.Tensor:
-    """(B,out,out) bool face region: exactly where the NMFC/shape images are drawn (see :func:`face_mask`)."""
-    surface = rasterize_surface(vertices, faces, cam, size, pixel_transform=pixel_transform, out_size=out_size)
-    return face_mask(surface, faces, face_vertex_mask)
-
-
 def pupil_radii(eye_points: torch.Tensor) -> torch.Tensor:
     """(B,2) disc radius per eye, NED's ``(|p1-p4| + |p2-p5|) / 4`` over that eye's six points."""
     eyes = eye_points[:, : 2 * EYE_POINTS].reshape(-1, 2, EYE_POINTS, 2)

@@ -162,11 +162,6 @@ def fill_empty(masks: np.ndarray) -> np.ndarray:
     return masks
 
 
-def save_unet_like(path: str | Path, model: UNet) -> None:
-    """Write ``model`` in the official checkpoint layout ``{'state_dict': …}`` (test fixtures)."""
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
-
-
 def structure_problems(state: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
     """Human-readable mismatches between ``state`` and ``model``'s keys/shapes (first few of each kind).
 

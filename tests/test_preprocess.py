@@ -14,12 +14,18 @@ from scmcl.face3d.camera import orthographic
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
 from scmcl.face3d.raster import rasterize
-from scmcl.preprocess.clip import STACKS, TABLE
+from scmcl.io import clip_data as cd
+from scmcl.options import schema_default
 from scmcl.preprocess.settings import PreprocessSettings
-from scmcl.preprocess.shard import PROGRESS, ShardRunner, expression_table, expression_view51, run_shard
+from scmcl.preprocess.shard import PROGRESS, ShardRunner, expression_table, run_shard
 from tests.conftest import ACTOR, SETTINGS
 
 CROP = 96
+
+
+def _settings(**overrides) -> PreprocessSettings:
+    """The schema's preprocessing settings at the test's crop size, with test overrides."""
+    return PreprocessSettings(**{**schema_default("preprocess"), "crop_size": CROP, "device": "cpu", **overrides})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,7 +39,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def runner(head_files, corpus):
-    settings = PreprocessSettings(crop_size=CROP, tracker="synthetic", tracker_noise_px=0.5)
+    settings = _settings(tracker="synthetic", tracker_noise_px=0.5)
     return ShardRunner(settings, str(head_files[0]), str(head_files[1]), str(corpus))
 
 
@@ -48,20 +54,23 @@ def shard(runner, corpus, tmp_path_factory):
 def test_clip_outputs_are_one_table_and_stacks(shard):
     out, table = shard
     directory = out / "neutral" / "level_1" / "001"
-    names = sorted(p.name for p in directory.iterdir())
-    assert names == sorted([TABLE, *(f"{s}.npy" for s in STACKS)])
-    frames = pd.read_parquet(directory / TABLE)
+    assert sorted(directory.iterdir()) == sorted(cd.clip_files(directory))
+    frames = cd.read_clip_frames(directory)
     assert len(frames) == table.frames.iloc[0]
-    for name in STACKS:
-        stack = np.load(directory / f"{name}.npy", mmap_mode="r")
+    for name in cd.STACKS:
+        stack = cd.read_clip_stack(directory, name)
         assert stack.dtype == np.uint8 and stack.shape[:3] == (len(frames), CROP, CROP)
+    shapes = {name: frames.block(name).shape for name in ("box", "landmarks", "crop_matrix", "align_matrix", "eyes", "pose", "cam")}
+    n = len(frames)
+    assert shapes == {"box": (n, 4), "landmarks": (n, 68, 2), "crop_matrix": (n, 2, 3), "align_matrix": (n, 2, 3),
+                      "eyes": (n, 34, 2), "pose": (n, 6), "cam": (n, 3)}
 
 
 def test_fit_recovers_ground_truth_jaw(shard, corpus):
     out, _ = shard
-    frames = pd.read_parquet(out / "neutral" / "level_1" / "001" / TABLE)
-    truth = pd.read_parquet(groundtruth_path(corpus, ACTOR, ClipKey("neutral", 1, "001")))
-    r = np.corrcoef(frames["pose_03"], truth["jaw_open"])[0, 1]
+    frames = cd.read_clip_frames(out / "neutral" / "level_1" / "001")
+    truth = cd.read_frame_table(groundtruth_path(corpus, ACTOR, ClipKey("neutral", 1, "001")))
+    r = np.corrcoef(frames.block("pose")[:, cd.JAW][:, 0], truth.column("jaw_open"))[0, 1]
     assert r >= 0.95, f"jaw correlation {r:.3f}"
 
 
@@ -77,36 +86,38 @@ def test_rendered_mask_overlays_true_face_in_aligned_crop(shard, corpus, head_fi
     reconstructed mesh's mask (which also cuts out the NMFC and shape images)."""
     out, _ = shard
     directory = out / "neutral" / "level_1" / "001"
-    frames = pd.read_parquet(directory / TABLE)
-    truth = pd.read_parquet(groundtruth_path(corpus, ACTOR, ClipKey("neutral", 1, "001")))
+    frames = cd.read_clip_frames(directory)
+    truth = cd.read_frame_table(groundtruth_path(corpus, ACTOR, ClipKey("neutral", 1, "001")))
     model = load_flame_model(head_files[0])
     layer = FlameLayer(model, landmarks=load_landmark_embedding(head_files[1]))
-    block = lambda t, p: torch.tensor(t.filter(regex=f"^{p}_\\d+$").to_numpy(), dtype=torch.float32)  # noqa: E731
+    true = {name: torch.tensor(truth.block(name), dtype=torch.float32) for name in ("shape", "exp", "pose", "neck_pose", "eye_pose", "cam")}
     with torch.no_grad():
-        mesh = layer(shape=block(truth, "shape"), exp=block(truth, "exp"), pose=block(truth, "pose"),
-                     neck_pose=block(truth, "neck_pose"), eye_pose=block(truth, "eye_pose"))
-    screen = orthographic(mesh.vertices, block(truth, "cam"), SETTINGS.resolution, SETTINGS.resolution)
-    matrix = _compose(frames.filter(like="align_matrix").to_numpy().reshape(-1, 2, 3),
-                      frames.filter(like="crop_matrix").to_numpy().reshape(-1, 2, 3))
-    m = torch.tensor(matrix, dtype=torch.float32)
+        mesh = layer(shape=true["shape"], exp=true["exp"], pose=true["pose"], neck_pose=true["neck_pose"], eye_pose=true["eye_pose"])
+    screen = orthographic(mesh.vertices, true["cam"], SETTINGS.resolution, SETTINGS.resolution)
+    m = torch.tensor(_compose(frames.block("align_matrix"), frames.block("crop_matrix")), dtype=torch.float32)
     xy = torch.einsum("tij,tvj->tvi", m[:, :, :2], screen[..., :2]) + m[:, None, :, 2]
     aligned = torch.cat([xy, screen[..., 2:]], dim=-1)
     truth_mask = rasterize(aligned, layer.faces, CROP, CROP).mask.numpy()
-    mask = np.load(directory / "masks_aligned.npy") > 0
+    mask = cd.read_clip_stack(directory, cd.MASKS_ALIGNED) > 0
     iou = (truth_mask & mask).sum(axis=(1, 2)) / (truth_mask | mask).sum(axis=(1, 2))
     assert np.median(iou) > 0.9, f"median IoU {np.median(iou):.3f}"
-    nmfc = np.load(directory / "nmfc_aligned.npy")
+    nmfc = cd.read_clip_stack(directory, cd.NMFC_ALIGNED)
     assert ((nmfc.max(axis=-1) > 0) <= mask).all(), "NMFC drawn outside the face mask"
 
 
 def test_expression_table_has_53_columns(shard):
     out, _ = shard
     table = expression_table([out / "neutral.parquet"])
-    assert [c for c in table.columns if c.startswith(("jaw_pose_", "exp_"))] == \
+    assert list(table.columns) == ["actor", "emotion", "level", "clip", "frame"] + \
         [f"jaw_pose_{j}" for j in range(3)] + [f"exp_{j:02d}" for j in range(50)]
-    view = expression_view51(table)
+    frames = cd.read_clip_frames(out / "neutral" / "level_1" / "001")
+    exp = frames.block("exp")
+    assert exp.shape[1] < 50  # the built-in head: fewer components, zero-padded to FLAME's 50
+    np.testing.assert_array_equal(table[[f"exp_{j:02d}" for j in range(exp.shape[1])]].to_numpy(), exp.astype(np.float32))
+    assert (table[[f"exp_{j:02d}" for j in range(exp.shape[1], 50)]].to_numpy() == 0).all()
+    view = cd.expression_view51(table)
     assert view.shape == (len(table), 51)
-    np.testing.assert_array_equal(view[:, 0], table["jaw_pose_0"].to_numpy(np.float32))
+    np.testing.assert_array_equal(view[:, 0], frames.block("pose")[:, 3].astype(np.float32))
 
 
 def test_rerun_skips_finished_clips(shard, runner, corpus, monkeypatch):
@@ -123,8 +134,8 @@ def test_rerun_skips_finished_clips(shard, runner, corpus, monkeypatch):
 def test_changed_settings_redo_clips(shard, runner, head_files):
     """A rerun with other settings must not reuse clips made with the old ones."""
     out, _ = shard
-    changed = PreprocessSettings(crop_size=CROP, tracker="synthetic", tracker_noise_px=1.0)
-    same_on_gpu = PreprocessSettings(crop_size=CROP, tracker="synthetic", tracker_noise_px=0.5, device="cuda")
+    changed = _settings(tracker="synthetic", tracker_noise_px=1.0)
+    same_on_gpu = _settings(tracker="synthetic", tracker_noise_px=0.5, device="cuda")
     assert changed.fingerprint(str(head_files[0])) != runner.fingerprint
     assert same_on_gpu.fingerprint(str(head_files[0])) == runner.fingerprint
 
@@ -134,21 +145,21 @@ def test_segmentation_masks_replace_the_rasterized_ones(shard, runner, tmp_path)
     eroded crop) cuts the aligned face, instead of the mesh's rasterized region."""
     from scmcl.preprocess.align import transform_points
     from scmcl.preprocess.clip import process_clip
-    from scmcl.preprocess.masks import SegmentationMasker, UNet, save_unet_like
+    from scmcl.preprocess.masks import SegmentationMasker, UNet
+    from tests.helpers import save_unet_like
     from scmcl.preprocess.reconstruct import Reconstruction
     from scmcl.preprocess.tracking import TrackedClip
 
     out, _ = shard
     directory = out / "neutral" / "level_1" / "001"
-    frames = pd.read_parquet(directory / TABLE).iloc[:2]
-    n = len(frames)
-    block = lambda p: frames.filter(regex=f"^{p}_\\d+$").to_numpy()  # noqa: E731
-    crop_m = block("crop_matrix").reshape(n, 2, 3)
-    lmk = np.stack([block("lmk_x"), block("lmk_y")], axis=-1)
-    lmk_crop = transform_points(lmk, crop_m)
-    tracked = TrackedClip(np.load(directory / "crops.npy")[:n], block("box"), lmk, lmk_crop,
-                          frames["found"].to_numpy(), frames["filled"].to_numpy(), crop_m)
-    recon = Reconstruction(block("shape")[0], block("exp"), block("pose"), block("cam"), frames["fit_rms_px"].to_numpy())
+    frames = cd.read_clip_frames(directory)
+    n = 2
+    crop_m, lmk = frames.block("crop_matrix")[:n], frames.block("landmarks")[:n]
+    crops = np.array(cd.read_clip_stack(directory, cd.CROPS)[:n])  # in memory: the U-Net takes writable arrays
+    tracked = TrackedClip(crops, frames.block("box")[:n], lmk, transform_points(lmk, crop_m),
+                          frames.column("found")[:n], frames.column("filled")[:n], crop_m)
+    recon = Reconstruction(frames.block("shape")[0], frames.block("exp")[:n], frames.block("pose")[:n], frames.block("cam")[:n],
+                           frames.column("fit_rms_px")[:n])
     weights = tmp_path / "unet.pth"
     save_unet_like(weights, UNet())
     masker = SegmentationMasker(weights, "cpu")
@@ -156,9 +167,59 @@ def test_segmentation_masks_replace_the_rasterized_ones(shard, runner, tmp_path)
         masker.net.final.weight.zero_()
         masker.net.final.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
     outputs = process_clip(tracked, recon, runner.layer, runner.template, 34, torch.device("cpu"), masker)
-    masks = outputs.stacks["masks"] > 0
+    masks = outputs.stacks[cd.MASKS] > 0
     assert masks.mean() > 0.5, "the forced-face network should mask most of the crop"
-    raster = np.load(directory / "masks.npy")[:n] > 0
+    raster = cd.read_clip_stack(directory, cd.MASKS)[:n] > 0
     assert (masks != raster).mean() > 0.05, "masks still come from the rasterized mesh"
-    aligned = outputs.stacks["faces_aligned"].max(axis=-1) > 0
-    assert (aligned <= (outputs.stacks["masks_aligned"] > 0)).all()
+    aligned = outputs.stacks[cd.FACES_ALIGNED].max(axis=-1) > 0
+    assert (aligned <= (outputs.stacks[cd.MASKS_ALIGNED] > 0)).all()
+
+
+def _recorded_runs(runner, monkeypatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "run_clip", lambda row, directory: calls.append(row.clip))
+    return calls
+
+
+def test_manifest_without_a_column_fails_before_any_clip(runner, corpus, tmp_path, monkeypatch):
+    calls = _recorded_runs(runner, monkeypatch)
+    path = tmp_path / "manifest.parquet"
+    scan_mead(corpus, actors=[ACTOR], emotions=["neutral"], levels=[3]).drop(columns="fps").to_parquet(path)
+    with pytest.raises(cd.ClipDataError, match=rf"^{path} has no column fps: rerun corpus_manifest \(scmcl corpus scan\)$"):
+        run_shard(path, ACTOR, "neutral", tmp_path / "neutral", tmp_path / "neutral.parquet", runner)
+    with pytest.raises(cd.ClipDataError, match=r"^the manifest has no column fps"):
+        run_shard(pd.read_parquet(path), ACTOR, "neutral", tmp_path / "neutral", tmp_path / "neutral.parquet", runner)
+    assert calls == [] and not (tmp_path / "neutral.parquet").exists()
+
+
+def test_groundtruth_without_landmarks_fails_before_any_clip(runner, corpus, tmp_path, monkeypatch):
+    """The synthetic tracker's input of every clip is checked from its schema up front."""
+    calls = _recorded_runs(runner, monkeypatch)
+    key = ClipKey("neutral", 1, "001")
+    broken = groundtruth_path(tmp_path / "root", ACTOR, key)
+    broken.parent.mkdir(parents=True)
+    pd.read_parquet(groundtruth_path(corpus, ACTOR, key)).drop(columns="lmk_x_10").to_parquet(broken)
+    monkeypatch.setattr(runner, "data_root", str(tmp_path / "root"))
+    manifest = scan_mead(corpus, actors=[ACTOR], emotions=["neutral"], levels=[3])
+    with pytest.raises(cd.ClipDataError, match=rf"^{broken} has no column lmk_x_10: rerun synth_corpus \(scmcl corpus synth\)$"):
+        run_shard(manifest, ACTOR, "neutral", tmp_path / "neutral", tmp_path / "neutral.parquet", runner)
+    broken.unlink()
+    with pytest.raises(cd.MissingInput, match=rf"^{broken} is missing: rerun synth_corpus"):
+        run_shard(manifest, ACTOR, "neutral", tmp_path / "neutral", tmp_path / "neutral.parquet", runner)
+    assert calls == []
+
+
+def test_expression_table_inputs_say_which_rule_writes_them(shard, tmp_path):
+    out, _ = shard
+    missing = tmp_path / "SYN01" / "happy.parquet"
+    with pytest.raises(cd.MissingInput, match=rf"^{missing} is missing: rerun preprocess_shard \(scmcl preprocess shard\)$"):
+        expression_table([missing])
+    # A clip folder whose table lost a column (a gap in the expression block is not a shorter block).
+    table = pd.read_parquet(out / "neutral.parquet")
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    cd.read_clip_frames(table.directory.iloc[0]).data.drop(columns="exp_00").to_parquet(clip / cd.FRAMES_TABLE)
+    table.assign(directory=str(clip)).to_parquet(tmp_path / "neutral.parquet")
+    with pytest.raises(cd.ClipDataError, match=rf"^{clip / cd.FRAMES_TABLE} has no column exp_00: "
+                                               rf"rerun preprocess_shard for {ACTOR}/neutral \(scmcl preprocess shard\)$"):
+        expression_table([tmp_path / "neutral.parquet"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 from skimage import data
 
+from scmcl.io.clip_data import BLOCKS, ClipDataError, MissingInput, frames_table, read_block
 from scmcl.preprocess.track_cli import read_media, register
 from scmcl.preprocess.tracking import (
     FAN_URL,
@@ -20,7 +22,6 @@ from scmcl.preprocess.tracking import (
     TrackingError,
     crop_frames,
     invert_matrices,
-    landmark_columns,
     make_tracker,
     smooth_boxes,
     square_boxes,
@@ -108,14 +109,13 @@ def test_track_command_on_png(tmp_path, dlib_tracker, astronaut):
     out = tmp_path / "track.parquet"
     assert _run_track(str(png), "--backend", "dlib", "--out", str(out)) == 0
     table = pd.read_parquet(out)
-    boxes = ["box_x0", "box_y0", "box_x1", "box_y1"]
-    assert list(table.columns) == ["frame", "found", *boxes, *landmark_columns()]
+    # The naming of a preprocessed clip's frames.parquet: box_00..03, lmk_x_00..67, lmk_y_00..67.
+    assert list(table.columns) == ["frame", "found", *BLOCKS["box"].columns(), *BLOCKS["landmarks"].columns()]
     assert len(table) == 1 and bool(table.found[0])
-    assert sum(c.startswith("lmk_x_") for c in table.columns) == 68
     np.testing.assert_array_equal(read_media(png), astronaut)  # decoded as RGB, not cv2's BGR
     direct = dlib_tracker.detect(astronaut)
-    np.testing.assert_allclose(table[landmark_columns()[:68]].to_numpy()[0], direct.landmarks[0, :, 0], atol=1e-3)
-    np.testing.assert_allclose(table[boxes].to_numpy()[0], direct.boxes[0])
+    np.testing.assert_allclose(read_block(table, "landmarks"), direct.landmarks, atol=1e-3)
+    np.testing.assert_allclose(read_block(table, "box"), direct.boxes)
 
 
 @needs_dlib
@@ -149,6 +149,24 @@ def test_fan_missing_weights_one_clear_error(tmp_path, monkeypatch):
     (folder / FAN_WEIGHTS[0]).write_bytes(b"")  # one of the two is not enough
     with pytest.raises(TrackingError, match=f"missing: {FAN_WEIGHTS[1]}"):
         make_tracker("fan")
+
+
+def test_fan_corrupt_weights_name_the_file_to_delete(tmp_path, monkeypatch):
+    """A truncated or garbage download in the hub cache is named, with what to do about it."""
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(s3fd().state_dict(), folder / FAN_WEIGHTS[0])
+    (folder / FAN_WEIGHTS[1]).write_bytes(b"<html>502 Bad Gateway</html>")
+    with pytest.raises(TrackingError) as err:
+        make_tracker("fan")
+    assert str(err.value).startswith(f"{folder / FAN_WEIGHTS[1]} is not a readable PyTorch checkpoint")
+    assert "delete it and download it again" in str(err.value) and f"{FAN_URL}{FAN_WEIGHTS[1]}" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 @pytest.fixture(scope="module")
@@ -193,12 +211,7 @@ def test_make_tracker_rejects_unknown_names_and_options(tmp_path):
 # --- synthetic ----------------------------------------------------------------------------------
 
 def _groundtruth(path: Path, landmarks: np.ndarray) -> Path:
-    cols = {"frame": np.arange(len(landmarks)), "viseme": np.zeros(len(landmarks), np.int16)}
-    for j in range(68):
-        cols[f"lmk_x_{j:02d}"] = landmarks[:, j, 0].astype(np.float32)
-    for j in range(68):
-        cols[f"lmk_y_{j:02d}"] = landmarks[:, j, 1].astype(np.float32)
-    pd.DataFrame(cols).to_parquet(path)
+    frames_table({"landmarks": landmarks}, viseme=np.zeros(len(landmarks), np.int16)).to_parquet(path)
     return path
 
 
@@ -235,8 +248,13 @@ def test_synthetic_rejects_mismatched_table(tmp_path):
     with pytest.raises(TrackingError, match=r"gt\.parquet has 3 frames but the clip has 4"):
         make_tracker("synthetic", groundtruth=gt).detect(np.zeros((4, 8, 8, 3), np.uint8))
     pd.read_parquet(gt).drop(columns="lmk_y_05").to_parquet(tmp_path / "bad.parquet")
-    with pytest.raises(TrackingError, match="bad.parquet: no landmark column lmk_y_05"):
+    with pytest.raises(ClipDataError, match=r"bad\.parquet has no column lmk_y_05: rerun synth_corpus \(scmcl corpus synth\)$"):
         make_tracker("synthetic", groundtruth=tmp_path / "bad.parquet")
+
+
+def test_synthetic_missing_groundtruth_says_what_writes_it(tmp_path):
+    with pytest.raises(MissingInput, match=r"nope\.parquet is missing: rerun synth_corpus \(scmcl corpus synth\)$"):
+        make_tracker("synthetic", groundtruth=tmp_path / "nope.parquet")
 
 
 # --- post-processing ----------------------------------------------------------------------------
@@ -309,6 +327,32 @@ class _NoFace:
 def test_track_clip_without_any_face_names_the_clip():
     with pytest.raises(TrackingError, match="M003/angry/level_1/001: no face found in any of its 5 frames"):
         track_clip(np.zeros((5, 32, 32, 3), np.uint8), _NoFace(), 16, 0.3, name="M003/angry/level_1/001")
+
+
+class _MissEvery:
+    """Finds the ground truth except in the frames listed."""
+
+    def __init__(self, points: np.ndarray, missed: list[int]):
+        self.points, self.missed = points, missed
+
+    def detect(self, frames: np.ndarray) -> Detections:
+        landmarks = self.points.copy()
+        landmarks[self.missed] = np.nan
+        boxes = np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1)
+        return Detections(boxes, landmarks, np.isfinite(landmarks).all(axis=(1, 2)))
+
+
+def test_track_clip_logs_frames_filled_from_neighbours(caplog):
+    points = _face_points(12) + 20
+    tracker = _MissEvery(points, [0, 5, 6])
+    with caplog.at_level(logging.WARNING, logger="scmcl.preprocess.tracking"):
+        clip = track_clip(np.zeros((12, 128, 128, 3), np.uint8), tracker, 32, 0.2, name="SYN01/happy/level_3/001")
+    assert np.flatnonzero(clip.filled).tolist() == [0, 5, 6]
+    assert [r.getMessage() for r in caplog.records] == ["SYN01/happy/level_3/001: no face in 3 of 12 frames, filled from neighbours"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scmcl.preprocess.tracking"):
+        track_clip(np.zeros((12, 128, 128, 3), np.uint8), _MissEvery(points, []), 32, 0.2, name="clip")
+    assert caplog.records == []  # every face found: nothing to warn about
 
 
 def test_track_clip_crops_follow_the_landmarks(tmp_path):

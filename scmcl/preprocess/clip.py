@@ -1,23 +1,21 @@
 """One clip through preprocessing: track → reconstruct → align → conditioning images.
 
-Outputs per clip (no per-frame files): ``frames.parquet`` with every per-frame number, and
-one memory-mappable uint8 stack per image kind (``STACKS``). The NMFC, shape, mask and
-eye-gaze images are rasterized straight into the aligned crop (one resampling less than NED,
-which rendered in DECA's 224 frame, warped to the crop, then aligned).
+Outputs per clip (no per-frame files) follow :mod:`scmcl.io.clip_data`: ``frames.parquet`` with
+every per-frame number and one memory-mappable uint8 stack per image kind. The NMFC, shape,
+mask and eye-gaze images are rasterized straight into the aligned crop (one resampling less
+than NED, which rendered in DECA's 224 frame, warped to the crop, then aligned).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from scmcl.face3d.flame import FlameLayer
-from scmcl.io.atomic import write_parquet
-from scmcl.io.stacks import write_stack
+from scmcl.io import clip_data as cd
 from scmcl.preprocess.align import invert, transform_points, umeyama_batch, warp_stack
 from scmcl.preprocess.conditioning import eye_gaze_image, face_mask, nmfc_colors, nmfc_image, rasterize_surface, shape_image
 from scmcl.preprocess.eyes import eye_landmarks
@@ -25,20 +23,11 @@ from scmcl.preprocess.masks import SegmentationMasker
 from scmcl.preprocess.reconstruct import Reconstruction, mesh_batches, projected_landmarks
 from scmcl.preprocess.tracking import TrackedClip
 
-#: Image stacks written per clip: crops and masks in crop space, the rest aligned.
-STACKS = ("crops", "masks", "faces_aligned", "masks_aligned", "nmfc_aligned", "shape_aligned", "eyes_aligned")
-TABLE = "frames.parquet"
-
 
 @dataclass
 class ClipOutputs:
     table: pd.DataFrame
     stacks: dict[str, np.ndarray]
-
-
-def _columns(prefix: str, block: np.ndarray) -> dict[str, np.ndarray]:
-    block = block.reshape(len(block), -1)
-    return {f"{prefix}_{j:02d}": block[:, j].astype(np.float32) for j in range(block.shape[1])}
 
 
 @torch.no_grad()
@@ -84,25 +73,12 @@ def process_clip(tracked: TrackedClip, recon: Reconstruction, layer: FlameLayer,
     gaze = eye_gaze_image(eyes, size).cpu().numpy()
 
     n = len(tracked.found)
-    cols: dict[str, np.ndarray] = {"frame": np.arange(n), "found": tracked.found, "filled": tracked.filled}
-    cols |= _columns("box", tracked.boxes)
-    cols |= _columns("lmk_x", tracked.landmarks[..., 0]) | _columns("lmk_y", tracked.landmarks[..., 1])
-    cols |= _columns("crop_matrix", tracked.matrices) | _columns("align_matrix", align)
-    cols |= _columns("eye_x", eyes[..., 0]) | _columns("eye_y", eyes[..., 1])
-    cols |= _columns("shape", np.broadcast_to(recon.shape, (n, len(recon.shape))))
-    cols |= _columns("exp", recon.exp) | _columns("pose", recon.pose) | _columns("cam", recon.cam)
-    cols["fit_rms_px"] = recon.per_frame_rms.astype(np.float32)
-    stacks = {"crops": tracked.crops, "masks": masks.astype(np.uint8) * 255, "faces_aligned": faces_aligned.astype(np.uint8),
-              "masks_aligned": masks_aligned.astype(np.uint8) * 255, "nmfc_aligned": nmfc, "shape_aligned": shape,
-              "eyes_aligned": gaze}
-    return ClipOutputs(pd.DataFrame(cols), stacks)
-
-
-def write_clip_outputs(outputs: ClipOutputs, directory: Path) -> list[Path]:
-    """Publish a clip's table and stacks, each atomically; the table goes last."""
-    written = []
-    for name, stack in outputs.stacks.items():
-        write_stack(directory / f"{name}.npy", stack)
-        written.append(directory / f"{name}.npy")
-    write_parquet(outputs.table, directory / TABLE)
-    return [*written, directory / TABLE]
+    blocks = {"box": tracked.boxes, "landmarks": tracked.landmarks, "crop_matrix": tracked.matrices, "align_matrix": align,
+              "eyes": eyes, "shape": np.broadcast_to(recon.shape, (n, len(recon.shape))), "exp": recon.exp,
+              "pose": recon.pose, "cam": recon.cam}
+    table = cd.frames_table(blocks, found=tracked.found, filled=tracked.filled,
+                            fit_rms_px=recon.per_frame_rms.astype(np.float32))
+    stacks = {cd.CROPS: tracked.crops, cd.MASKS: masks.astype(np.uint8) * 255,
+              cd.FACES_ALIGNED: faces_aligned.astype(np.uint8), cd.MASKS_ALIGNED: masks_aligned.astype(np.uint8) * 255,
+              cd.NMFC_ALIGNED: nmfc, cd.SHAPE_ALIGNED: shape, cd.EYES_ALIGNED: gaze}
+    return ClipOutputs(table, stacks)

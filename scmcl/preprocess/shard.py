@@ -20,17 +20,22 @@ from scmcl.corpus.layout import ClipKey, groundtruth_path
 from scmcl.device import resolve_device
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
+from scmcl.io import clip_data as cd
 from scmcl.io.atomic import atomic_path, write_parquet
 from scmcl.io.media import read_frames
 from scmcl.preprocess.align import landmark_template, load_template
-from scmcl.preprocess.clip import STACKS, TABLE, process_clip, write_clip_outputs
+from scmcl.preprocess.clip import process_clip
 from scmcl.preprocess.masks import SegmentationMasker
 from scmcl.preprocess.reconstruct import make_reconstructor
 from scmcl.preprocess.settings import PreprocessSettings
-from scmcl.preprocess.tracking import make_tracker, track_clip
+from scmcl.preprocess.tracking import SyntheticTracker, make_tracker, track_clip
 
 log = logging.getLogger(__name__)
 PROGRESS = "progress.json"
+#: Manifest columns a shard reads, checked before its first clip.
+MANIFEST_COLUMNS = ("actor", "emotion", "level", "clip", "video", "fps")
+#: Shard table columns the expression table reads.
+SHARD_COLUMNS = (*cd.CLIP_KEY, "directory")
 
 
 def clip_dir(clip_root: Path, level: int, clip: str) -> Path:
@@ -50,7 +55,7 @@ def _save_progress(path: Path, fingerprint: str, clips: dict[str, dict]) -> None
 
 
 def _complete(directory: Path) -> bool:
-    return all((directory / f"{name}.npy").is_file() for name in STACKS) and (directory / TABLE).is_file()
+    return all(path.is_file() for path in cd.clip_files(directory))
 
 
 class ShardRunner:
@@ -79,9 +84,15 @@ class ShardRunner:
             self._shared = make_tracker(self.settings.tracker, device=str(self.device))
         return self._shared
 
+    def check_inputs(self, rows: pd.DataFrame) -> None:
+        """Fail on a missing or incomplete input of any clip before the first one is processed."""
+        if self.settings.tracker == "synthetic":
+            for row in rows.itertuples(index=False):
+                SyntheticTracker.check_input(groundtruth_path(self.data_root, row.actor, ClipKey(row.emotion, int(row.level), row.clip)))
+
     def run_clip(self, row, directory: Path) -> dict:
         """Preprocess one manifest row (a namedtuple of the clip table) into ``directory``."""
-        name = f"{row.actor}/{row.emotion}/level_{row.level}/{row.clip}"
+        name = cd.clip_id(row.actor, row.emotion, row.level, row.clip)
         clock = _StageClock()
         frames = read_frames(row.video)
         clock.lap("decode")
@@ -94,7 +105,7 @@ class ShardRunner:
         outputs = process_clip(tracked, recon, self.layer, self.template, self.settings.eye_points, self.device,
                                self.masker)
         clock.lap("align_render")
-        write_clip_outputs(outputs, directory)
+        cd.write_clip(directory, outputs.table, outputs.stacks)
         clock.lap("write")
         n = len(frames)
         log.info("%s: %d frames, fit rms %.2f px; frames/s per stage: %s", name, n,
@@ -124,11 +135,17 @@ class _StageClock:
         return ", ".join(f"{stage} {frames / max(s, 1e-9):.1f}" for stage, s in self.laps.items())
 
 
-def run_shard(manifest: pd.DataFrame, actor: str, emotion: str, clip_root: Path, out: Path, runner: ShardRunner) -> pd.DataFrame:
-    """Preprocess every clip of (actor, emotion) not yet finished; write the shard table."""
+def run_shard(manifest: pd.DataFrame | Path, actor: str, emotion: str, clip_root: Path, out: Path,
+              runner: ShardRunner) -> pd.DataFrame:
+    """Preprocess every clip of (actor, emotion) not yet finished; write the shard table.
+
+    ``manifest`` is the table or its file (then errors name the file); its columns and every
+    clip's inputs are checked before the first clip."""
+    manifest = cd.read_table(manifest, MANIFEST_COLUMNS, cd.rerun("manifest"), "the manifest")
     rows = manifest[(manifest.actor == actor) & (manifest.emotion == emotion)]
     if rows.empty:
         raise ValueError(f"the manifest has no clips of actor {actor}, emotion {emotion}: check `actors`/`emotions` in the config")
+    runner.check_inputs(rows)
     progress_path = clip_root / PROGRESS
     done = _load_progress(progress_path, runner.fingerprint)
     records = []
@@ -148,27 +165,12 @@ def run_shard(manifest: pd.DataFrame, actor: str, emotion: str, clip_root: Path,
 
 
 def expression_table(shards: list[Path]) -> pd.DataFrame:
-    """Per-actor expression sequences: the 53 columns [jaw_pose(3), exp(50)] per frame.
-
-    ``expression_view51`` gives the 51-d [jaw_open, exp] view the SCMC encoder and the
-    manipulator use. Models with fewer than 50 expression components are zero-padded, so
-    the schema is the same for the built-in head and FLAME.
-    """
+    """Per-actor expression sequences (``scmcl.io.clip_data.EXPRESSION_COLUMNS``): the jaw pose
+    and the expression of every frame of every clip of the shards."""
     parts = []
     for shard in shards:
-        for clip in pd.read_parquet(shard).itertuples(index=False):
-            frames = pd.read_parquet(Path(clip.directory) / TABLE)
-            exp = frames.filter(regex=r"^exp_\d+$").to_numpy()
-            block = np.zeros((len(frames), 50), np.float32)
-            block[:, : min(50, exp.shape[1])] = exp[:, :50]
-            data = {"actor": clip.actor, "emotion": clip.emotion, "level": clip.level, "clip": clip.clip,
-                    "frame": frames["frame"].to_numpy()}
-            data |= {f"jaw_pose_{j}": frames[f"pose_{3 + j:02d}"].to_numpy(np.float32) for j in range(3)}
-            data |= {f"exp_{j:02d}": block[:, j] for j in range(50)}
-            parts.append(pd.DataFrame(data))
+        for clip in cd.read_table(shard, SHARD_COLUMNS, cd.rerun("shard")).itertuples(index=False):
+            frames = cd.read_clip_frames(clip.directory, cd.rerun("shard", f"{clip.actor}/{clip.emotion}"))
+            key = (clip.actor, clip.emotion, clip.level, clip.clip)
+            parts.append(cd.expression_rows(key, frames.column("frame"), frames.block("pose")[:, cd.JAW], frames.block("exp")))
     return pd.concat(parts, ignore_index=True)
-
-
-def expression_view51(table: pd.DataFrame) -> np.ndarray:
-    """(N,51) [jaw_open, exp_00..exp_49]: jaw_open is the jaw's x-axis rotation (mouth opening)."""
-    return table[["jaw_pose_0"] + [f"exp_{j:02d}" for j in range(50)]].to_numpy(np.float32)

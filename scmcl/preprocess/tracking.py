@@ -10,13 +10,15 @@ detectors' integer pixel indices are shifted by 0.5 into it. Boxes are ``[x0, y0
 
 The post-processing is NED's ``detect.py`` (method.md §2.2) with its defects fixed: gaps are
 filled from both neighbours over the whole clip (no 500-frame chunks, no ``None`` box when the
-first chunk has no face), and a clip without any face is an error naming it.
+first chunk has no face), each filled clip is logged with its count, and a clip without any face
+is an error naming it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,11 +28,15 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import median_filter
 
+from scmcl.io.clip_data import BLOCKS, check_table, frames_table, read_frame_table, rerun
+
 N_POINTS = 68
 FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FAN_WEIGHTS = ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar")
 DLIB_INSTALL = "pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"
 PIXEL_CENTRE = 0.5  # a detector's pixel index i is the point i + 0.5 in screen space
+
+log = logging.getLogger(__name__)
 
 
 class TrackingError(RuntimeError):
@@ -88,28 +94,10 @@ def landmark_bbox(landmarks: np.ndarray) -> np.ndarray:
 
 # --- tables -------------------------------------------------------------------------------------
 
-def landmark_columns() -> list[str]:
-    """Column names of the 68 points, x block then y block, as in the corpus ground truth."""
-    return [f"lmk_{axis}_{j:02d}" for axis in "xy" for j in range(N_POINTS)]
-
-
-def landmarks_from_table(table: pd.DataFrame, source: str | Path) -> np.ndarray:
-    """(T,68,2) points from ``lmk_x_00..lmk_y_67`` columns; a missing column names the file."""
-    missing = [c for c in landmark_columns() if c not in table.columns]
-    if missing:
-        raise TrackingError(f"{source}: no landmark column {missing[0]} (expected lmk_x_00..lmk_x_67, lmk_y_00..lmk_y_67)")
-    values = table[landmark_columns()].to_numpy(np.float64)
-    return values.reshape(len(table), 2, N_POINTS).transpose(0, 2, 1)
-
-
 def detections_table(det: Detections) -> pd.DataFrame:
-    """One row per frame: ``frame, found, box_x0..box_y1, lmk_x_00..lmk_y_67``."""
-    cols: dict[str, np.ndarray] = {"frame": np.arange(len(det.found)), "found": det.found}
-    for j, key in enumerate(("box_x0", "box_y0", "box_x1", "box_y1")):
-        cols[key] = det.boxes[:, j].astype(np.float32)
-    points = det.landmarks.transpose(0, 2, 1).reshape(len(det.found), -1).astype(np.float32)
-    cols.update(zip(landmark_columns(), points.T))
-    return pd.DataFrame(cols)
+    """One row per frame: ``frame, found``, then the ``box`` and ``landmarks`` blocks of
+    :mod:`scmcl.io.clip_data` (the naming of ``frames.parquet``)."""
+    return frames_table({"box": det.boxes, "landmarks": det.landmarks}, found=det.found)
 
 
 # --- backends -----------------------------------------------------------------------------------
@@ -171,7 +159,10 @@ def fan_weights_dir() -> Path:
 
 
 def check_fan_weights() -> Path:
-    """Fail before face-alignment would try to download: both files must be pre-seeded."""
+    """Fail before face-alignment would try to download: both files must be pre-seeded and
+    load as PyTorch checkpoints (a truncated download otherwise ends in a bare unpickling error)."""
+    import torch
+
     folder = fan_weights_dir()
     missing = [n for n in FAN_WEIGHTS if not (folder / n).is_file()]
     if missing:
@@ -180,6 +171,12 @@ def check_fan_weights() -> Path:
             f"(missing: {', '.join(missing)}); download them from the face-alignment project "
             f"({FAN_URL}{FAN_WEIGHTS[0]} and {FAN_URL}{FAN_WEIGHTS[1]}) into that folder, "
             "or point TORCH_HOME at a folder whose hub/checkpoints holds them")
+    for name in FAN_WEIGHTS:
+        try:
+            torch.load(folder / name, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for a bad archive or pickle
+            raise TrackingError(f"{folder / name} is not a readable PyTorch checkpoint ({type(err).__name__}): "
+                                f"delete it and download it again from {FAN_URL}{name}") from None
     return folder
 
 
@@ -260,17 +257,23 @@ class FanTracker:
         return Detections(boxes, landmarks, np.isfinite(landmarks).all(axis=(1, 2)))
 
 
+GROUNDTRUTH_FIX = rerun("groundtruth")
+
+
 class SyntheticTracker:
     """The built-in corpus's ground-truth landmarks (plus optional Gaussian noise), so the
     pipeline downstream of tracking can be tested against known answers."""
 
     def __init__(self, groundtruth: str | Path, noise_px: float = 0.0, seed: int = 0) -> None:
         self.path = Path(groundtruth)
-        if not self.path.is_file():
-            raise TrackingError(f"the synthetic tracker needs the clip's ground-truth table, not found: {self.path}")
-        self.landmarks = landmarks_from_table(pd.read_parquet(self.path), self.path)
+        self.landmarks = read_frame_table(self.path, GROUNDTRUTH_FIX).block("landmarks")
         self.noise_px = noise_px
         self.seed = seed
+
+    @staticmethod
+    def check_input(groundtruth: str | Path) -> None:
+        """Check a clip's ground-truth table from its schema, before a shard starts working."""
+        check_table(groundtruth, BLOCKS["landmarks"].columns(), GROUNDTRUTH_FIX)
 
     def detect(self, frames: np.ndarray) -> Detections:
         frames = check_frames(frames, str(self.path))
@@ -385,6 +388,8 @@ def track_clip(frames: np.ndarray, tracker: Tracker, crop_size: int = 256, margi
     if len(det.found) != len(frames):
         raise TrackingError(f"{name}: tracker returned {len(det.found)} frames for {len(frames)}")
     smoothed, filled = smooth_boxes(det.boxes, det.found, window, name)
+    if filled.any():
+        log.warning("%s: no face in %d of %d frames, filled from neighbours", name, int(filled.sum()), len(filled))
     boxes = square_boxes(smoothed, margin)
     crops, matrices = crop_frames(frames, boxes, crop_size)
     return TrackedClip(crops, boxes, det.landmarks, transform_points(det.landmarks, matrices), det.found, filled, matrices)

@@ -23,8 +23,10 @@ import pandas as pd
 import torch
 
 from scmcl.config import MEAD_EMOTIONS
+from scmcl.io import clip_data as cd
 from scmcl.io.atomic import atomic_path, write_parquet
-from scmcl.scmc.data import CLIP_KEY, AudioFrames, frame_audio_start, samples_per_frame
+from scmcl.io.clip_data import CLIP_KEY
+from scmcl.scmc.data import AudioFrames, frame_audio_start, samples_per_frame
 from scmcl.scmc.models import encode_frames, fuse
 
 WINDOW_COLUMNS = ("emotion", "level", "clip", "start", "last", "row")
@@ -95,12 +97,19 @@ def actor_distances(models, clips: pd.DataFrame, out_dir: str | Path, sample_rat
     return windows
 
 
-def actor_clips(manifest: pd.DataFrame, expressions: pd.DataFrame, actor: str) -> pd.DataFrame:
+def actor_clips(manifest: pd.DataFrame | Path, expressions: pd.DataFrame | Path, actor: str) -> pd.DataFrame:
     """The actor's clips with their frame count from the expression table (what the
-    manipulator trains on) and their audio from the manifest."""
+    manipulator trains on) and their audio from the manifest; tables or their files."""
+    names = cd.table_label(expressions, "the expression table"), cd.table_label(manifest, "the manifest")
+    manifest = cd.read_table(manifest, [*CLIP_KEY, "audio", "fps", "frames"], cd.rerun("manifest"), "the manifest")
+    expressions = cd.read_expressions(expressions)
+    for name, table in zip(names, (expressions, manifest)):
+        if not (table.actor == actor).any():
+            actors = ", ".join(sorted(set(table.actor))) or "no clips"
+            raise ValueError(f"actor {actor} is not in {name}, which has {actors}: check --actor and the config's actors")
     frames = expressions[expressions.actor == actor].groupby(CLIP_KEY).size().rename("frames").reset_index()
     clips = frames.merge(manifest.drop(columns="frames"), on=CLIP_KEY, how="left")
     if clips.audio.isna().any():
         key = clips[clips.audio.isna()].iloc[0]
-        raise ValueError(f"clip {'/'.join(map(str, key[CLIP_KEY]))} of the expression table is not in the manifest")
+        raise ValueError(f"clip {cd.clip_id(*key[CLIP_KEY])} of the expression table is not in the manifest: {cd.rerun('manifest')}")
     return clips

@@ -149,7 +149,7 @@ class _Split:
     """Pairs of one split with the frame sources of the modalities a trainer reads."""
 
     def __init__(self, data: DataFiles, split: str, modalities: tuple[str, ...], image_size: int, batch_size: int, tau: int):
-        self.pairs = Pairs.load(pd.read_parquet(data.pairs), pd.read_parquet(data.manifest), split)
+        self.pairs = Pairs.load(pd.read_parquet(data.pairs), pd.read_parquet(data.manifest), split, context=NFRAME - 1)
         self.sources = {m: frame_source(m, data, self.pairs.clips, image_size) for m in modalities}
         self.sampler = BatchSampler(self.pairs, batch_size, tau)
 

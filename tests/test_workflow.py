@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
-from tests.conftest import run_cmd
+from tests.conftest import REPO, run_cmd
 
 pytestmark = pytest.mark.workflow
 
@@ -21,13 +22,37 @@ def _job_counts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def test_dry_run_builds_default_dag():
-    result = run_cmd(["snakemake", "-n", "--forceall"])
+def _merged(config: dict, overrides: dict) -> dict:
+    """``config`` updated by ``overrides`` as Snakemake merges config files (nested dicts key by key)."""
+    out = dict(config)
+    for key, value in overrides.items():
+        out[key] = _merged(config.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _expected_jobs(config: dict) -> dict[str, int]:
+    """Every rule's job count, from the config: one job per actor, per (actor, emotion) shard,
+    per (visual metric, actor); the SCMC actors are generated and preprocessed too."""
+    actors = config["actors"]
+    preprocessed = list(dict.fromkeys(actors + (config["scmc"].get("actors") or actors)))
+    once = ("synth_head", "corpus_manifest", "align_audio", "train_scmc_audio", "train_scmc_expression",
+            "train_scmc_image", "finetune_scmc_expression", "finetune_scmc_image", "all")
+    return {**dict.fromkeys(once, 1), "synth_corpus": len(preprocessed), "expression_table": len(preprocessed),
+            "preprocess_shard": len(preprocessed) * len(config["emotions"]), "scmc_dists": 2 * len(actors)}
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"actors": ["SYN02", "SYN05", "SYN07", "SYN11"], "emotions": ["neutral", "happy", "sad"]},
+    {"actors": ["SYN01"], "scmc": {"actors": ["SYN02", "SYN03"]}},
+], ids=["demo", "four_actors_three_emotions", "other_scmc_actors"])
+def test_dry_run_schedules_every_rule_per_config(overrides, tmp_path):
+    extra = tmp_path / "overrides.yaml"
+    extra.write_text(yaml.safe_dump(overrides))
+    result = run_cmd(["snakemake", "-n", "--forceall", "--configfile", str(REPO / "config/config.yaml"), str(extra)])
     assert result.returncode == 0, result.stderr
-    counts = _job_counts(result.stdout)
-    assert counts["synth_head"] == 1
-    assert counts["synth_corpus"] == 3  # one job per demo actor
-    assert counts["all"] == 1
+    demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert _job_counts(result.stdout) == _expected_jobs(_merged(demo, overrides))
 
 
 def test_single_target_builds_only_its_actor():
@@ -40,7 +65,6 @@ def test_single_target_builds_only_its_actor():
 def test_scmc_actors_are_preprocessed_but_get_no_distances():
     result = run_cmd(["snakemake", "-n", "--forceall", "--config", "actors=[SYN01]", "scmc={'actors': ['SYN02', 'SYN03']}"])
     assert result.returncode == 0, result.stderr
-    assert _job_counts(result.stdout)["synth_corpus"] == 3 and _job_counts(result.stdout)["scmc_dists"] == 2
     assert "--actors SYN02 SYN03 --pairs" in result.stdout  # the metric trains on scmc.actors only
     assert "dists_expression/SYN02" not in result.stdout and "work/preprocess/SYN03/expressions.parquet" in result.stdout
 

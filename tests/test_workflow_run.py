@@ -1,7 +1,10 @@
-"""The workflow end to end on a one-actor corpus: every rule runs through Snakemake, leaves
-its log and benchmark, and a second run has nothing to do."""
+"""The workflow end to end on a one-actor corpus: every rule runs through Snakemake and leaves
+its log and benchmark, the expression table holds the fitted frames, and a second run has
+nothing to do."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,6 +18,8 @@ pytestmark = pytest.mark.workflow
 CONFIG = tiny_workflow_config({
     "checkpoint_every": 5, **{name: {"steps": 10} for name in ("train_audio", "train_expression", "train_image")},
     "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}})
+#: Snakemake's benchmark TSV header.
+BENCHMARK_COLUMNS = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out", "mean_load", "cpu_time"]
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +33,60 @@ def run(tmp_path_factory):
     return workdir, args
 
 
+def _jobs(args: list[str]) -> list[dict[str, list[str]]]:
+    """Every job of the workflow for this config, as the dry run of a forced rerun lists them:
+    its rule and its declared ``output``, ``log`` and ``benchmark`` files."""
+    plan = run_cmd([*args, "--dry-run", "--forceall"])
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs: list[dict[str, list[str]]] = []
+    for line in plan.stdout.splitlines():
+        if rule := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            jobs.append({"rule": [rule.group(1)]})
+        elif jobs and (field := re.fullmatch(r"    (output|log|benchmark): (.+)", line)):
+            jobs[-1][field.group(1)] = field.group(2).split(", ")
+    table = plan.stdout.split("Job stats:")[1].split("total")[0]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    assert pd.Series([job["rule"][0] for job in jobs]).value_counts().to_dict() == counts, "jobs parsed = jobs planned"
+    return jobs
+
+
 def test_every_rule_ran_with_log_and_benchmark(run):
+    workdir, args = run
+    jobs = _jobs(args)
+    for job in jobs:
+        if "output" not in job:  # a target rule (all): nothing runs
+            continue
+        assert job.get("log"), f"rule {job['rule'][0]} declares no log"
+        for log in job["log"]:
+            assert (workdir / log).is_file() and (workdir / log).stat().st_size > 0, f"{log} is missing or empty"
+        for benchmark in job.get("benchmark", []):
+            table = pd.read_csv(workdir / benchmark, sep="\t")
+            assert list(table.columns) == BENCHMARK_COLUMNS and len(table) == 1, benchmark
+            assert table.s.iloc[0] > 0, benchmark
+
+
+def test_expression_table_holds_every_frames_jaw_and_expression(run):
+    """Per frame of every clip, expressions.parquet copies the clip's jaw pose and expression
+    coefficients from its frames.parquet; columns past the model's components are 0."""
     workdir, _ = run
-    assert (workdir / "corpus/SYN01/video/front/happy/level_3/001.mp4").is_file()
     table = pd.read_parquet(workdir / "work/preprocess/SYN01/expressions.parquet")
-    assert set(table.emotion) == {"neutral", "happy"} and len(table) > 20
-    for rule, name in [("synth_corpus", "SYN01"), ("preprocess_shard", "SYN01/happy"), ("train_scmc_audio", ""),
-                       ("finetune_scmc_image", ""), ("scmc_dists", "image/SYN01")]:
-        stem = f"{rule}/{name}" if name else rule
-        assert (workdir / f"logs/{stem}.log").is_file()
-        assert (workdir / f"benchmarks/{stem}.tsv").is_file()
-    assert (workdir / "logs/synth_head.log").is_file() and (workdir / "logs/corpus_manifest.log").is_file()
+    jaw, exp = [f"jaw_pose_{j}" for j in range(3)], [f"exp_{j:02d}" for j in range(50)]
+    assert list(table.columns) == ["actor", "emotion", "level", "clip", "frame", *jaw, *exp]
+    clips = pd.concat([pd.read_parquet(workdir / f"work/preprocess/SYN01/{e}.parquet") for e in CONFIG["emotions"]])
+    assert len(clips) == len(CONFIG["emotions"]) * CONFIG["synthetic"]["sentences"] and len(table) == clips.frames.sum()
+    for clip in clips.itertuples(index=False):
+        frames = pd.read_parquet(workdir / clip.directory / "frames.parquet")
+        rows = table[(table.emotion == clip.emotion) & (table.level == clip.level) & (table["clip"] == clip.clip)]
+        assert set(rows.actor) == {"SYN01"} and rows.frame.tolist() == frames.frame.tolist()
+        np.testing.assert_array_equal(rows[jaw].to_numpy(), frames[["pose_03", "pose_04", "pose_05"]].to_numpy(np.float32))
+        n_exp = frames.columns.str.fullmatch(r"exp_\d+").sum()
+        assert 0 < n_exp < 50, "the built-in head has fewer components than FLAME's 50"
+        np.testing.assert_array_equal(rows[exp[:n_exp]].to_numpy(), frames[exp[:n_exp]].to_numpy(np.float32))
+        assert (rows[exp[n_exp:]].to_numpy() == 0).all()
+
+
+def test_distances_and_checkpoints_are_where_the_manipulator_reads_them(run):
+    workdir, _ = run
     happy = np.load(workdir / "work/scmc/dists_expression/SYN01/happy.npy")
     windows = pd.read_parquet(workdir / "work/scmc/dists_expression/SYN01/windows.parquet")
     assert happy.shape == ((windows.emotion == "neutral").sum(), (windows.emotion == "happy").sum())

@@ -131,15 +131,6 @@ def test_rerun_skips_finished_clips(shard, runner, corpus, monkeypatch):
     assert (out / "neutral" / PROGRESS).is_file()
 
 
-def test_changed_settings_redo_clips(shard, runner, head_files):
-    """A rerun with other settings must not reuse clips made with the old ones."""
-    out, _ = shard
-    changed = _settings(tracker="synthetic", tracker_noise_px=1.0)
-    same_on_gpu = _settings(tracker="synthetic", tracker_noise_px=0.5, device="cuda")
-    assert changed.fingerprint(str(head_files[0])) != runner.fingerprint
-    assert same_on_gpu.fingerprint(str(head_files[0])) == runner.fingerprint
-
-
 def test_segmentation_masks_replace_the_rasterized_ones(shard, runner, tmp_path):
     """With mask: fsgan, the U-Net's mask (here forced to 'face' everywhere, so the whole
     eroded crop) cuts the aligned face, instead of the mesh's rasterized region."""

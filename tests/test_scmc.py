@@ -57,7 +57,7 @@ def files(scmc_corpus, tmp_path_factory):
         parts.append(pd.DataFrame(data))
     write_parquet(pd.concat(parts, ignore_index=True), out / "expressions.parquet")
     return out, DataFiles(manifest=str(out / "manifest.parquet"), pairs=str(out / "pairs.parquet"),
-                          expressions=(str(out / "expressions.parquet"),))
+                          expressions=(str(out / "expressions.parquet"),), sample_rate=16000, image_crop=35 / 256)
 
 
 def test_pairing_follows_config():
@@ -99,7 +99,7 @@ def test_batches_come_from_one_actor_and_emotion(files):
 @pytest.fixture(scope="module")
 def audio_model(files):
     out, data = files
-    settings = Settings(steps=150, batch_size=32, checkpoint_every=50, eval_batches=10, seed=0)
+    settings = trainer_settings()
     figures = train_encoder("audio", data, settings, out / "run_audio", out / "audio.pt", out / "audio.tsv", out / "audio.json")
     return figures
 
@@ -119,9 +119,9 @@ def test_audio_encoder_retrieves_the_aligned_frame(files, audio_model):
 @pytest.fixture(scope="module")
 def finetuned(files, audio_model):
     out, data = files
-    settings = Settings(steps=150, batch_size=32, checkpoint_every=50, eval_batches=10, seed=0)
+    settings = trainer_settings()
     train_encoder("expression", data, settings, out / "run_expr", out / "expression.pt", out / "expr.tsv", out / "expr.json")
-    tune = Settings(steps=150, lr=1e-4, batch_size=32, warmup=30, checkpoint_every=50, eval_batches=10, seed=0)
+    tune = trainer_settings(warmup=30)
     figures = finetune("expression", data, tune, out / "audio.pt", out / "expression.pt", out / "run_ft",
                        out / "finetune_expression.pt", out / "ft.tsv", out / "ft.json")
     return out / "finetune_expression.pt", figures

@@ -326,7 +326,7 @@ class _NoFace:
 
 def test_track_clip_without_any_face_names_the_clip():
     with pytest.raises(TrackingError, match="M003/angry/level_1/001: no face found in any of its 5 frames"):
-        track_clip(np.zeros((5, 32, 32, 3), np.uint8), _NoFace(), 16, 0.3, name="M003/angry/level_1/001")
+        track_clip(np.zeros((5, 32, 32, 3), np.uint8), _NoFace(), 16, 0.3, 49, name="M003/angry/level_1/001")
 
 
 class _MissEvery:
@@ -346,12 +346,12 @@ def test_track_clip_logs_frames_filled_from_neighbours(caplog):
     points = _face_points(12) + 20
     tracker = _MissEvery(points, [0, 5, 6])
     with caplog.at_level(logging.WARNING, logger="scmcl.preprocess.tracking"):
-        clip = track_clip(np.zeros((12, 128, 128, 3), np.uint8), tracker, 32, 0.2, name="SYN01/happy/level_3/001")
+        clip = track_clip(np.zeros((12, 128, 128, 3), np.uint8), tracker, 32, 0.2, 49, name="SYN01/happy/level_3/001")
     assert np.flatnonzero(clip.filled).tolist() == [0, 5, 6]
     assert [r.getMessage() for r in caplog.records] == ["SYN01/happy/level_3/001: no face in 3 of 12 frames, filled from neighbours"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="scmcl.preprocess.tracking"):
-        track_clip(np.zeros((12, 128, 128, 3), np.uint8), _MissEvery(points, []), 32, 0.2, name="clip")
+        track_clip(np.zeros((12, 128, 128, 3), np.uint8), _MissEvery(points, []), 32, 0.2, 49, name="clip")
     assert caplog.records == []  # every face found: nothing to warn about
 
 
@@ -362,7 +362,7 @@ def test_track_clip_crops_follow_the_landmarks(tmp_path):
         for x, y in pts.astype(int):
             frames[t, y - 1:y + 2, x - 1:x + 2] = 255
     tracker = make_tracker("synthetic", groundtruth=_groundtruth(tmp_path / "gt.parquet", points))
-    clip = track_clip(frames, tracker, crop_size=96, margin=0.2, name="synthetic clip")
+    clip = track_clip(frames, tracker, crop_size=96, margin=0.2, window=49, name="synthetic clip")
     assert clip.crops.shape == (6, 96, 96, 3) and clip.matrices.shape == (6, 2, 3)
     assert clip.found.all() and not clip.filled.any()
     np.testing.assert_allclose(clip.boxes[:, 2] - clip.boxes[:, 0], clip.boxes[:, 3] - clip.boxes[:, 1])

@@ -10,7 +10,6 @@ from scmcl.options import add_settings
 
 
 def _shard(args: argparse.Namespace) -> int:
-    import pandas as pd
     import torch
 
     from scmcl.options import settings_values
@@ -21,7 +20,7 @@ def _shard(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = PreprocessSettings(**settings_values(args, "preprocess"), device=args.device)
     runner = ShardRunner(settings, args.model, args.landmarks, args.data_root)
-    table = run_shard(pd.read_parquet(args.manifest), args.actor, args.emotion, Path(args.clip_root), Path(args.out), runner)
+    table = run_shard(Path(args.manifest), args.actor, args.emotion, Path(args.clip_root), Path(args.out), runner)
     print(f"{args.actor}/{args.emotion}: {len(table)} clips, {int(table.frames.sum())} frames -> {args.out}")
     return 0
 

@@ -98,7 +98,7 @@ class ShardRunner:
         clock.lap("decode")
         key = ClipKey(row.emotion, int(row.level), row.clip)
         tracked = track_clip(frames, self._tracker(row.actor, key), self.settings.crop_size, self.settings.margin,
-                             name, self.settings.smooth_window)
+                             self.settings.smooth_window, name)
         clock.lap("track")
         recon = self.reconstructor.reconstruct(tracked.crops, tracked.landmarks_crop, tracked.found)
         clock.lap("reconstruct")

@@ -380,8 +380,8 @@ class TrackedClip:
     matrices: np.ndarray  # (T, 2, 3) frame → crop
 
 
-def track_clip(frames: np.ndarray, tracker: Tracker, crop_size: int = 256, margin: float = 70 / 186,
-               name: str = "clip", window: int = 49) -> TrackedClip:
+def track_clip(frames: np.ndarray, tracker: Tracker, crop_size: int, margin: float, window: int,
+               name: str = "clip") -> TrackedClip:
     """Detect, smooth, square and crop one clip; errors name the clip."""
     frames = check_frames(frames, name)
     det = tracker.detect(frames)

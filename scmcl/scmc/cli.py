@@ -22,13 +22,12 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _align(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from scmcl.io.atomic import write_parquet
+    from scmcl.io.clip_data import read_table, rerun
     from scmcl.scmc.pairs import Pairing, align_pairs
 
     pairing = Pairing(count=args.pairs, offsets=tuple(args.clip_offsets.items()), validation=args.validation_pairs)
-    manifest = pd.read_parquet(args.manifest)
+    manifest = read_table(args.manifest, ["actor", "emotion", "level", "clip", "audio", "fps", "frames"], rerun("manifest"))
     if args.actors:
         manifest = manifest[manifest.actor.isin(args.actors)]
         missing = sorted(set(args.actors) - set(manifest.actor))
@@ -81,8 +80,6 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _dists(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from scmcl.device import resolve_device
     from scmcl.scmc.dists import actor_clips, actor_distances
     from scmcl.scmc.train import JointModels
@@ -90,7 +87,7 @@ def _dists(args: argparse.Namespace) -> int:
     _setup(args)
     device = resolve_device(args.device)
     models = JointModels.load(args.weights, device)
-    clips = actor_clips(pd.read_parquet(args.manifest), pd.read_parquet(args.expressions), args.actor)
+    clips = actor_clips(args.manifest, args.expressions, args.actor)
     windows = actor_distances(models, clips, args.out_dir, args.sample_rate, args.seq_len, args.hop, args.batch, args.chunk, device)
     counts = ", ".join(f"{e} {n}" for e, n in windows.emotion.value_counts(sort=False).items())
     print(f"{args.actor}: windows per emotion: {counts} -> {args.out_dir}")

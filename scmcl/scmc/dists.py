@@ -32,7 +32,7 @@ from scmcl.scmc.models import encode_frames, fuse
 WINDOW_COLUMNS = ("emotion", "level", "clip", "start", "last", "row")
 
 
-def enumerate_windows(clips: pd.DataFrame, sample_rate: int, seq_len: int = 10, hop: int = 1) -> pd.DataFrame:
+def enumerate_windows(clips: pd.DataFrame, sample_rate: int, seq_len: int, hop: int) -> pd.DataFrame:
     """Windows of one actor's clips: emotions in MEAD's order (neutral first), then level and
     clip id; ``start`` = 0, hop, … while the window fits the clip's frames and the audio of
     its last frame is complete at ``sample_rate``. ``clips`` needs ``emotion, level, clip,
@@ -63,7 +63,7 @@ def embed_windows(models, audio: AudioFrames, windows: pd.DataFrame, batch: int,
     return torch.cat(out) if out else torch.zeros(0, 128)
 
 
-def write_distance_matrix(path: str | Path, rows: torch.Tensor, cols: torch.Tensor, chunk: int = 4096,
+def write_distance_matrix(path: str | Path, rows: torch.Tensor, cols: torch.Tensor, chunk: int,
                           device: torch.device | str = "cpu") -> None:
     """L2 distances rows×cols as a float32 ``.npy``, streamed ``chunk`` rows at a time, so peak
     memory is chunk×cols, not rows×cols; published atomically."""

@@ -43,31 +43,30 @@ class DataFiles:
 
     manifest: str
     pairs: str
-    expressions: tuple[str, ...] = ()
-    shards: tuple[str, ...] = ()
-    sample_rate: int = 16000
-    image_crop: float = 35 / 256
-
-    def tables(self) -> list[str]:
-        return [self.manifest, self.pairs, *self.expressions, *self.shards]
+    expressions: tuple[str, ...]
+    shards: tuple[str, ...]
+    sample_rate: int  # config scmc.sample_rate
+    image_crop: float  # config scmc.image_crop
 
 
 @dataclass(frozen=True)
 class Settings:
-    """One trainer's settings; the fingerprint of a checkpoint covers all but device and cadence."""
+    """One trainer's settings (config ``scmc`` and its ``scmc.<stage>_<modality>`` section); the
+    ones a trainer does not have are None (an audio encoder's image size, an encoder's warm-up).
+    The fingerprint of a checkpoint covers all but device and cadence."""
 
     steps: int
-    lr: float = 1e-4
-    batch_size: int = 64
-    tau: int = 0
-    image_size: int = 128
-    warmup: int = 0
-    consistency_weight: float = 1.0
-    pretrained: str = ""
-    seed: int = 2024
-    eval_batches: int = 20
-    checkpoint_every: int = field(default=100, compare=False)
-    device: str = field(default="cpu", compare=False)
+    lr: float
+    batch_size: int
+    tau: int
+    image_size: int | None
+    warmup: int | None
+    consistency_weight: float | None
+    pretrained: str | None
+    seed: int
+    eval_batches: int
+    checkpoint_every: int = field(compare=False)
+    device: str = field(compare=False)
 
     def loop(self) -> TrainSettings:
         return TrainSettings(steps=self.steps, checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device)

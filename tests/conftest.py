@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from scmcl.corpus.head import build_head
 from scmcl.corpus.synth import SynthSettings, synth_actor
@@ -25,6 +26,15 @@ def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env
     full = {key: value for key, value in os.environ.items() if key not in unset}
     full.update(env or {}, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     return subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Preprocessing runs on one torch thread per job (see rules/preprocess.smk)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

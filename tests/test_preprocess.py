@@ -28,13 +28,7 @@ def _settings(**overrides) -> PreprocessSettings:
     return PreprocessSettings(**{**schema_default("preprocess"), "crop_size": CROP, "device": "cpu", **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Preprocessing runs on one torch thread per job (see rules/preprocess.smk)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from scmcl.corpus.layout import ClipKey, groundtruth_path
 from scmcl.corpus.manifest import scan_mead
@@ -17,16 +16,9 @@ from scmcl.preprocess.settings import PreprocessSettings
 from scmcl.preprocess.shard import PROGRESS, ShardRunner, run_shard
 from tests.conftest import ACTOR
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 EMOTION = "happy"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Preprocessing runs on one torch thread per job (see rules/preprocess.smk)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _landmark_noise(directory: str, truth_path) -> float:

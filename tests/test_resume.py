@@ -92,7 +92,9 @@ def test_failed_shard_leaves_no_partial_output_and_rerun_redoes_only_it(workdir,
     truth = workdir / "corpus/SYN01/groundtruth/happy/level_3/002.parquet"
     kept = tmp_path / "002.parquet"
     shutil.copy2(truth, kept)
-    truth.write_bytes(b"not a parquet file")  # clip 002 of the happy shard now fails, after clip 001
+    # Clip 002 of the happy shard now fails while it is processed, after clip 001: its table still
+    # passes the shard's up-front schema check, but has fewer frames than the video.
+    pd.read_parquet(kept).head(3).to_parquet(truth)
     target = "work/preprocess/SYN01/expressions.parquet"
     failed = run_cmd(snakemake(workdir, "--keep-going", target))
     assert failed.returncode != 0

@@ -265,7 +265,7 @@ def test_smooth_boxes_fills_gap_and_removes_outlier():
     found = np.ones(60, bool)
     boxes[20:25], found[20:25] = np.nan, False  # a gap
     boxes[40] += [80, -60, 80, -60]  # a one-frame jump to somewhere else
-    smoothed, filled = smooth_boxes(boxes, found)
+    smoothed, filled = smooth_boxes(boxes, found, window=49)
     np.testing.assert_allclose(smoothed, np.tile(box, (60, 1)))
     assert np.flatnonzero(filled).tolist() == [20, 21, 22, 23, 24]
 
@@ -284,7 +284,7 @@ def test_smooth_boxes_interpolates_between_neighbours_and_holds_ends():
 def test_smooth_boxes_short_clip_uses_an_odd_window():
     boxes = np.tile([10.0, 10.0, 50.0, 50.0], (4, 1))
     boxes[2] = [60, 60, 90, 90]  # T=4 → window 3, which still removes a one-frame outlier
-    smoothed, _ = smooth_boxes(boxes, np.ones(4, bool))
+    smoothed, _ = smooth_boxes(boxes, np.ones(4, bool), window=49)
     np.testing.assert_allclose(smoothed, np.tile([10.0, 10.0, 50.0, 50.0], (4, 1)))
 
 

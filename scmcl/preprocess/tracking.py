@@ -302,7 +302,7 @@ def make_tracker(name: str, device: str = "cpu", **options: Any) -> Tracker:
 
 # --- post-processing ----------------------------------------------------------------------------
 
-def smooth_boxes(boxes: np.ndarray, found: np.ndarray, window: int = 49, name: str = "clip") -> tuple[np.ndarray, np.ndarray]:
+def smooth_boxes(boxes: np.ndarray, found: np.ndarray, window: int, name: str = "clip") -> tuple[np.ndarray, np.ndarray]:
     """Fill frames without a face by interpolating between the nearest valid frames (held at the
     clip's ends), then median-filter each coordinate (window ``min(window, T)`` forced odd, scipy
     ``reflect`` padding). Returns the boxes and the mask of filled frames."""

@@ -96,7 +96,7 @@ class BatchSampler:
     """Anchor pair + same-group pairs; ``tau`` > 0 also rejects pairs of the anchor's clip pair
     within ``tau`` path steps of it (near-identical images would be false negatives)."""
 
-    def __init__(self, pairs: Pairs, batch_size: int, tau: int = 0):
+    def __init__(self, pairs: Pairs, batch_size: int, tau: int):
         self.pairs, self.batch_size, self.tau = pairs, batch_size, tau
         self.members = {g: np.flatnonzero(pairs.group == g) for g in np.unique(pairs.group)}
 

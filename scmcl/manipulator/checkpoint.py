@@ -1,0 +1,117 @@
+"""NED's and SCMCL's manipulator weight files, ``XX_nets.pth`` / ``XX_nets_finetuned.pth``.
+
+The file is ``torch.save({'generator': sd, 'mapping_network': sd, 'style_encoder': sd,
+'discriminator': sd})`` of plain state dicts (NED's ``CheckpointIO``). Files are read
+weights-only and loaded strictly; a file that does not fit is one ``ManipulatorWeightsError``
+naming it and what is wrong, checked before any network is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from scmcl.io.atomic import atomic_path
+from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets
+
+_SHOWN = 3
+_DATA_PARALLEL = "module."
+
+
+class ManipulatorWeightsError(ValueError):
+    """A manipulator weight file that cannot be read or does not fit the configured networks."""
+
+
+def save_networks(path: str | os.PathLike, nets: ManipulatorNets) -> None:
+    """Write the official container atomically, so NED's own code can load what we train."""
+    with atomic_path(path) as tmp:
+        torch.save({name: net.state_dict() for name, net in nets.networks().items()}, tmp)
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"manipulator weights {path} not found")
+    with path.open("rb") as file:  # opened first, so permission errors stay OSErrors
+        try:
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises a different type for every kind of damage
+            raise ManipulatorWeightsError(
+                f"{path} cannot be read as a weights-only torch file (empty, truncated, not written by torch.save, "
+                f"or holding pickled objects; {type(err).__name__})") from err
+    if not isinstance(payload, Mapping):
+        raise ManipulatorWeightsError(f"{path} holds a {type(payload).__name__}, not the manipulator's dict of "
+                                      f"state dicts ({', '.join(NETWORK_KEYS)})")
+    missing = [name for name in NETWORK_KEYS if name not in payload]
+    if missing:
+        raise ManipulatorWeightsError(f"{path} is not a manipulator XX_nets.pth: it lacks {', '.join(missing)} "
+                                      f"(it has {', '.join(sorted(map(str, payload))[:8]) or 'nothing'})")
+    for name in NETWORK_KEYS:
+        entry = payload[name]
+        if not isinstance(entry, Mapping):
+            raise ManipulatorWeightsError(f"{path}: {name} is a {type(entry).__name__}, not a state dict")
+        if {"state", "param_groups"} <= entry.keys():
+            raise ManipulatorWeightsError(f"{path} holds optimizer states (an XX_optims.pth), not network weights")
+    return payload
+
+
+def _unwrap(state: Mapping) -> dict:
+    """Drop the ``module.`` prefix of a state dict taken from an ``nn.DataParallel`` wrapper.
+
+    NED wraps every network in DataParallel on GPU and saves ``net.module.state_dict()``, so its
+    released files are plain; a file saved from the wrapper itself (``net.state_dict()``, as a
+    user's own NED run or re-save may do) holds the same weights with every key prefixed.
+    """
+    if state and all(str(key).startswith(_DATA_PARALLEL) for key in state):
+        return {key[len(_DATA_PARALLEL):]: value for key, value in state.items()}
+    return dict(state)
+
+
+def _some(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > _SHOWN else ''})"
+
+
+def _shape(value: object) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
+def _layout_problems(name: str, expected: Mapping[str, torch.Tensor], state: Mapping) -> list[str]:
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_some(unexpected)}")
+    return [f"{name} has {' and '.join(problems)} parameters"] if problems else []
+
+
+def _shape_problems(name: str, expected: Mapping[str, torch.Tensor], state: Mapping) -> list[str]:
+    return [f"{name}.{key} is {_shape(state[key])} in the file but {tuple(value.shape)} here"
+            for key, value in expected.items()
+            if key in state and not (isinstance(state[key], torch.Tensor) and state[key].shape == value.shape)]
+
+
+def load_networks(path: str | os.PathLike, nets: ManipulatorNets) -> ManipulatorNets:
+    """Load an official-layout file (or a DataParallel-prefixed one) into ``nets`` with
+    strict=True; every network is checked first, so a bad file leaves ``nets`` untouched."""
+    path = Path(path)
+    payload = _read(path)
+    states = {name: _unwrap(payload[name]) for name in NETWORK_KEYS}
+    expected = {name: net.state_dict() for name, net in nets.networks().items()}
+    layout = [problem for name in NETWORK_KEYS for problem in _layout_problems(name, expected[name], states[name])]
+    if layout:
+        raise ManipulatorWeightsError(f"{path} does not have NED's manipulator layout: {'; '.join(layout)}; the number "
+                                      "of emotions, manipulator.networks.lstm_layers and the lengths of its width lists "
+                                      "must match the checkpoint's")
+    shapes = [problem for name in NETWORK_KEYS for problem in _shape_problems(name, expected[name], states[name])]
+    if shapes:
+        more = f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""
+        raise ManipulatorWeightsError(f"{path} does not fit the configured networks: {shapes[0]}{more}; the "
+                                      "manipulator.networks sizes and the number of emotions must match the checkpoint's")
+    for name, net in nets.networks().items():
+        net.load_state_dict(states[name], strict=True)
+    return nets

@@ -43,10 +43,10 @@ class DataFiles:
 
     manifest: str
     pairs: str
-    expressions: tuple[str, ...]
-    shards: tuple[str, ...]
     sample_rate: int  # config scmc.sample_rate
     image_crop: float  # config scmc.image_crop
+    expressions: tuple[str, ...] = ()  # the tables a modality reads: 3DMM trainers
+    shards: tuple[str, ...] = ()  # image trainers
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,11 @@ def fingerprint(settings: Settings, data: DataFiles, weights: tuple[str | Path, 
 def encoder_contents(modality: str) -> Contents:
     """The header of ``train_encoder``'s output, checked by ``finetune``."""
     return Contents("scmc", "encoder", modality)
+
+
+def finetune_contents(visual: str) -> Contents:
+    """The header of ``finetune``'s output, checked by ``JointModels.load``."""
+    return Contents("scmc", "finetune", visual)
 
 
 def new_encoder(modality: str, pretrained: str = "") -> nn.Module:
@@ -293,7 +298,7 @@ def finetune(visual: str, data: DataFiles, settings: Settings, audio_weights: st
     figures = {"visual": visual, "before": before, "after": after, "audio_retrieval": audio_retrieval}
     log.info("scmc fine-tune %s held-out agreement: L1 %.3f → %.3f, correlation %.3f → %.3f", visual,
              before["consistency_l1"], after["consistency_l1"], before["correlation"], after["correlation"])
-    loop.publish(out, Contents("scmc", "finetune", visual), {"nframe": NFRAME, "models": models.state_dict(),
+    loop.publish(out, finetune_contents(visual), {"nframe": NFRAME, "models": models.state_dict(),
                  "sample_rate": data.sample_rate, "image_size": settings.image_size, "image_crop": data.image_crop})
     loop.publish_metrics(metrics_out)
     _write_json(eval_out, figures)

@@ -2,8 +2,11 @@
 # image encoders, joint audio<->visual fine-tuning, per-actor offline audio distances.
 # Training rules checkpoint under work/train/<rule>/ (not outputs, so a failed or killed job
 # keeps them) and a rerun of the same command resumes from the last checkpoint.
+# A trainer whose scmc.weights entry names SCMCL's released file is replaced by a rule of the
+# same name and outputs that only converts that file (`scmcl scmc import`), with no training inputs.
 # Per trainer: threads, memory (MB), runtime (min) of the first attempt; retries scale them.
 TRAIN_RESOURCES = {"audio": (2, 8000, 720), "expression": (2, 4000, 480), "image": (4, 16000, 1440)}
+RELEASED = {name: path for name, path in SCMC["weights"].items() if path}
 
 
 rule align_audio:
@@ -29,7 +32,32 @@ rule align_audio:
         " --threads {threads} > {log} 2>&1"
 
 
-for modality in ("audio", "expression", "image"):
+for name, released in RELEASED.items():
+
+    rule:
+        name:
+            f"finetune_scmc_{name.removeprefix('finetune_')}" if name.startswith("finetune_") else f"train_scmc_{name}"
+        input:
+            released=released,
+        output:
+            weights=f"work/scmc/{name}.pt",
+            metrics=f"work/scmc/{name}.metrics.tsv",
+            evaluation=f"work/scmc/{name}.eval.json",
+        log:
+            f"logs/import_scmc_{name}.log",
+        conda:
+            "../envs/scmcl.yaml"
+        resources:
+            mem_mb=mem_mb(4000),
+            runtime=runtime_min(10),
+        params:
+            name=name,
+        shell:
+            "scmcl scmc import {params.name} {input.released} --out {output.weights} --metrics {output.metrics}"
+            " --eval {output.evaluation} > {log} 2>&1"
+
+
+for modality in [m for m in ("audio", "expression", "image") if m not in RELEASED]:
 
     rule:
         name:
@@ -64,7 +92,7 @@ for modality in ("audio", "expression", "image"):
             " --eval {output.evaluation} --threads {threads} > {log} 2>&1"
 
 
-for visual in ("expression", "image"):
+for visual in [v for v in ("expression", "image") if f"finetune_{v}" not in RELEASED]:
 
     rule:
         name:

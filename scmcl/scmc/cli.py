@@ -1,4 +1,5 @@
-"""``scmcl scmc``: DTW alignment, encoder training, joint fine-tuning, offline distances;
+"""``scmcl scmc``: DTW alignment, encoder training, joint fine-tuning, import of SCMCL's released
+weights, offline distances;
 ``scmcl bench dists``: throughput and peak memory of the chunked distance writer."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from scmcl.options import add_settings
+from scmcl.options import add_settings, schema_node
 
 MODALITIES = ("audio", "expression", "image")
 VISUAL = ("expression", "image")
@@ -76,6 +77,15 @@ def _finetune(args: argparse.Namespace) -> int:
     before, after = figures["before"], figures["after"]
     print(f"audio<->{args.visual} -> {args.out}; held-out distance agreement: L1 {before['consistency_l1']:.3f} -> "
           f"{after['consistency_l1']:.3f}, correlation {before['correlation']:.3f} -> {after['correlation']:.3f}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from scmcl.scmc.official import import_released
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    figures = import_released(args.name, args.released, args.out, args.metrics, args.eval)
+    print(f"{args.name}: SCMCL's {figures['release']} ({args.released}, sha256 {figures['sha256'][:12]}) -> {args.out}")
     return 0
 
 
@@ -149,6 +159,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser = _trainer(visuals, "finetune", visual, _finetune)
         parser.add_argument("--audio-weights", required=True)
         parser.add_argument("--visual-weights", required=True)
+
+    released = verbs.add_parser("import", help="SCMCL's released weights as a trainer's outputs (config scmc.weights)")
+    released.add_argument("name", choices=list(schema_node("scmc.weights")["properties"]), help="the trainer it replaces")
+    released.add_argument("released", help="SCMCL's scmc/<name>/last.pth")
+    released.add_argument("--out", required=True, help="weights in scmcl's format, published atomically")
+    released.add_argument("--metrics", required=True, help="per-step metrics (TSV; no steps, none ran)")
+    released.add_argument("--eval", required=True, help="what was imported (JSON)")
+    released.set_defaults(func=_import)
 
     dists = verbs.add_parser("dists", help="per-actor neutral x emotion audio window distances")
     _common(dists)

@@ -35,7 +35,14 @@ def _with_defaults(validator_cls):
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
 
 
-_PARSERS = {"integer": (int,), "number": (int, float), "boolean": (lambda text: {"true": True, "false": False}[text.lower()],)}
+def parse_bool(text: str) -> bool:
+    """A schema boolean written as text (``--config`` values, sub-command options)."""
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+_PARSERS = {"integer": (int,), "number": (int, float), "boolean": (parse_bool,)}
 
 
 def _coerce(value, schema: dict):
@@ -50,7 +57,7 @@ def _coerce(value, schema: dict):
         for parse in _PARSERS[kind]:
             try:
                 return parse(value)
-            except (ValueError, KeyError):
+            except ValueError:
                 pass
         return value
     if isinstance(value, list) and isinstance(schema.get("items"), dict):

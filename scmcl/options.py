@@ -10,11 +10,12 @@ and ``scmcl <stage> ...`` run by hand gets exactly the workflow's defaults.
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-from scmcl.config import load_schema, validate_config
+from scmcl.config import load_schema, parse_bool, validate_config
 
 _SCALARS: dict[str, Callable[[str], Any]] = {"string": str, "integer": int, "number": float}
 
@@ -22,6 +23,12 @@ _SCALARS: dict[str, Callable[[str], Any]] = {"string": str, "integer": int, "num
 @lru_cache(maxsize=1)
 def _schema() -> dict:
     return load_schema()
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict:
+    """The empty config with every default filled in, validated once."""
+    return validate_config({}, _schema())
 
 
 def schema_node(path: str) -> dict:
@@ -37,10 +44,10 @@ def schema_node(path: str) -> dict:
 
 def schema_default(path: str) -> Any:
     """A key's default; for a section, every default below it filled in."""
-    value = validate_config({})
+    value = _defaults()
     for part in filter(None, path.split(".")):
         value = value[part]
-    return value
+    return copy.deepcopy(value)  # the cached defaults stay untouched by a caller's edits
 
 
 def _leaf_keys(section: str) -> list[str]:
@@ -56,16 +63,8 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _scalar_type(node: dict) -> Callable[[str], Any]:
-    return _parse_bool if node.get("type") == "boolean" else _SCALARS.get(node.get("type", "string"), str)
+    return parse_bool if node.get("type") == "boolean" else _SCALARS.get(node.get("type", "string"), str)
 
 
 class _KeyValues(argparse.Action):

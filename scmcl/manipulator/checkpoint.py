@@ -15,6 +15,7 @@ from typing import Mapping
 import torch
 
 from scmcl.io.atomic import atomic_path
+from scmcl.train.loop import UnreadableTorchFile, read_torch
 from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets
 
 _SHOWN = 3
@@ -34,13 +35,12 @@ def save_networks(path: str | os.PathLike, nets: ManipulatorNets) -> None:
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"manipulator weights {path} not found")
-    with path.open("rb") as file:  # opened first, so permission errors stay OSErrors
-        try:
-            payload = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises a different type for every kind of damage
-            raise ManipulatorWeightsError(
-                f"{path} cannot be read as a weights-only torch file (empty, truncated, not written by torch.save, "
-                f"or holding pickled objects; {type(err).__name__})") from err
+    try:
+        payload = read_torch(path, "cpu")
+    except UnreadableTorchFile as err:
+        raise ManipulatorWeightsError(
+            f"{path} cannot be read as a weights-only torch file (empty, truncated, not written by torch.save, "
+            f"or holding pickled objects; {err})") from err
     if not isinstance(payload, Mapping):
         raise ManipulatorWeightsError(f"{path} holds a {type(payload).__name__}, not the manipulator's dict of "
                                       f"state dicts ({', '.join(NETWORK_KEYS)})")

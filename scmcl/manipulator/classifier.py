@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -28,10 +28,9 @@ import torch
 from torch import nn
 
 from scmcl.device import resolve_device
-from scmcl.io.atomic import atomic_path
 from scmcl.io.clip_data import CLIP_KEY, clip_id, expression_view51, read_expressions
 from scmcl.manipulator.networks import FRAME_SIZE
-from scmcl.train.loop import Contents, WeightFileError, load_published, seed_everything
+from scmcl.train.loop import Contents, WeightFileError, load_published, publish_weights, seed_everything
 
 CONTENTS = Contents("manipulator", "classifier", None)
 
@@ -183,10 +182,8 @@ def save_classifier(path: str | os.PathLike, model: EmotionClassifier, report: d
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
     for value in model.state_dict().values():
         digest.update(value.detach().cpu().numpy().tobytes())
-    payload = {**asdict(CONTENTS), "fingerprint": digest.hexdigest(), **shape,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "report": report}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    publish_weights(path, CONTENTS, digest.hexdigest(),
+                    {**shape, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "report": report})
 
 
 def load_classifier(path: str | os.PathLike, device: str = "cpu") -> tuple[EmotionClassifier, dict]:

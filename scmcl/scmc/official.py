@@ -45,7 +45,6 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -55,7 +54,7 @@ from torch import nn
 from scmcl.io.atomic import atomic_path
 from scmcl.scmc.models import CrossAttention, ImageEncoder, audio_encoder, expression_encoder
 from scmcl.scmc.train import JointModels, encoder_contents, finetune_contents
-from scmcl.train.loop import WeightFileError
+from scmcl.train.loop import UnreadableTorchFile, WeightFileError, publish_weights, read_torch
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +167,10 @@ def _read(path: Path, hint: str) -> dict:
     """The ``model`` entry of a released checkpoint."""
     if not path.is_file():
         raise FileNotFoundError(f"released SCMC weights {path} not found: {hint}")
-    with path.open("rb") as file:
-        try:
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - every way a damaged or foreign file fails to deserialise
-            raise ReleasedFileError(f"{path} is not a readable torch checkpoint ({type(err).__name__}): {hint}") from None
+    try:
+        checkpoint = read_torch(path, "cpu")
+    except UnreadableTorchFile as err:
+        raise ReleasedFileError(f"{path} is not a readable torch checkpoint ({err}): {hint}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         found = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ReleasedFileError(f"{path} is not an SCMCL checkpoint {{'model': ..., 'optimizer': ...}} "
@@ -274,8 +272,7 @@ def import_released(name: str, path: str | Path, out: str | Path, metrics_out: s
         contents = encoder_contents(name)
         payload.update(encoder=convert_encoder(path, name))
         figures.update(modality=name)
-    with atomic_path(out) as tmp:
-        torch.save({**asdict(contents), "fingerprint": figures["sha256"], **payload}, tmp)
+    publish_weights(out, contents, figures["sha256"], payload)
     with atomic_path(metrics_out) as tmp:
         tmp.write_text("step\tseconds\n")
     with atomic_path(eval_out) as tmp:

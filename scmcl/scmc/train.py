@@ -102,8 +102,8 @@ def encoder_contents(modality: str) -> Contents:
     return Contents("scmc", "encoder", modality)
 
 
-def finetune_contents(visual: str) -> Contents:
-    """The header of ``finetune``'s output, checked by ``JointModels.load``."""
+def finetune_contents(visual: str | None) -> Contents:
+    """The header of ``finetune``'s output, checked by ``JointModels.load`` (None: any visual)."""
     return Contents("scmc", "finetune", visual)
 
 
@@ -226,7 +226,7 @@ class JointModels(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> JointModels:
         """The published fine-tuned metric (``finetune`` output), in eval mode."""
-        payload = load_published(path, Contents("scmc", "finetune", None), "use an output of finetune_scmc_<visual>", device)
+        payload = load_published(path, finetune_contents(None), "use an output of finetune_scmc_<visual>", device)
         models = cls(payload["modality"])
         models.load_state_dict(payload["models"])
         return models.to(device).eval()

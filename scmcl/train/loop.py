@@ -77,15 +77,31 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _read_torch(path: Path, device: str | torch.device) -> object:
-    """``torch.load`` without pickled code; None when the file is not a readable torch file.
-    Opening it first keeps real I/O errors (permissions) apart from damage, for which torch
-    raises EOFError, KeyError, OSError, RuntimeError or UnpicklingError depending on the bytes."""
+class UnreadableTorchFile(ValueError):
+    """The bytes of a file do not deserialise as a weights-only torch file; the message is the
+    name of torch's exception, for the caller's own one-line error."""
+
+
+def read_torch(path: Path, device: str | torch.device) -> object:
+    """``torch.load`` without pickled code, for every weight file the package reads. Opening it
+    first keeps real I/O errors (permissions) apart from damage, for which torch raises EOFError,
+    KeyError, OSError, RuntimeError or UnpicklingError depending on the bytes: all of those
+    become ``UnreadableTorchFile``."""
     with path.open("rb") as file:
         try:
             return torch.load(file, map_location=device, weights_only=True)
-        except Exception:  # noqa: BLE001 - every way a damaged file fails to deserialise
-            return None
+        except Exception as err:  # noqa: BLE001 - every way a damaged file fails to deserialise
+            raise UnreadableTorchFile(type(err).__name__) from err
+
+
+def publish_weights(path: str | Path, contents: Contents, fingerprint: str, payload: dict) -> None:
+    """``torch.save`` a Snakemake output atomically, so a kill never leaves a half-written file,
+    headed by what it holds and the fingerprint of what made it; keep the payload to tensors and
+    plain Python values so ``load_published`` can load it safely."""
+    if clash := sorted(set(HEADER) & payload.keys()):
+        raise ValueError(f"payload keys {clash} would overwrite the weight file header")
+    with atomic_path(path) as tmp:
+        torch.save({**asdict(contents), "fingerprint": fingerprint, **payload}, tmp)
 
 
 def load_published(path: str | Path, expect: Contents | None = None, hint: str = "",
@@ -95,10 +111,11 @@ def load_published(path: str | Path, expect: Contents | None = None, hint: str =
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the training rule that writes it")
-    payload = _read_torch(path, device)
-    if payload is None:
+    try:
+        payload = read_torch(path, device)
+    except UnreadableTorchFile:
         raise WeightFileError(f"{path} is not a readable scmcl weight file (empty/truncated/not a torch file): "
-                              "rerun the rule that writes it")
+                              "rerun the rule that writes it") from None
     if not isinstance(payload, dict) or not set(HEADER) <= payload.keys():
         raise WeightFileError(f"{path} has no scmcl weight header (stage, kind, modality, fingerprint): "
                               "rerun the rule that writes it")
@@ -245,14 +262,8 @@ class TrainLoop:
         return next_step
 
     def publish(self, path: str | Path, contents: Contents, payload: dict) -> None:
-        """``torch.save`` a Snakemake output atomically, so a kill never leaves a half-written file,
-        headed by what it holds and the fingerprint of the settings that trained it; keep the
-        payload to tensors and plain Python values so ``load_published`` can load it safely."""
-        if clash := sorted(set(HEADER) & payload.keys()):
-            raise ValueError(f"payload keys {clash} would overwrite the weight file header")
-        header = {**asdict(contents), "fingerprint": self.fingerprint}
-        with atomic_path(path) as tmp:
-            torch.save({**header, **payload}, tmp)
+        """``publish_weights`` with the fingerprint of the settings that trained it."""
+        publish_weights(path, contents, self.fingerprint, payload)
 
     def publish_metrics(self, path: str | Path) -> None:
         """Copy the run's metrics table to a Snakemake output, atomically."""
@@ -265,7 +276,10 @@ class TrainLoop:
 
     def _read_checkpoint(self) -> dict:
         """The checkpoint's state, or a one-line ``CheckpointError`` when it is damaged."""
-        state = _read_torch(self.checkpoint_path, "cpu")
+        try:
+            state = read_torch(self.checkpoint_path, "cpu")
+        except UnreadableTorchFile:
+            state = None
         if not isinstance(state, dict) or not {"fingerprint", "step"} <= state.keys():
             raise CheckpointError(f"{self.checkpoint_path} is not a readable checkpoint (empty/truncated/not a torch file): "
                                   f"delete it to restart {self.name} from step 0")

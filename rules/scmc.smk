@@ -26,7 +26,7 @@ rule align_audio:
         runtime=runtime_min(60),
     params:
         actors=" ".join(SCMC_ACTORS),
-        settings=flags("scmc", ["pairs", "clip_offsets", "validation_pairs", "sample_rate"]),
+        settings=" ".join([flags("scmc", ["pairs", "clip_offsets", "sample_rate"]), flags("", ["test_clips"])]),
     shell:
         "scmcl scmc align --manifest {input} --out {output} --actors {params.actors} {params.settings}"
         " --threads {threads} > {log} 2>&1"

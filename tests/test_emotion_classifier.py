@@ -63,7 +63,7 @@ def trained(expressions):
 def test_held_out_accuracy_is_well_above_chance(trained):
     _, report = trained
     assert json.loads(json.dumps(report)) == report  # a rule writes it as JSON as it is
-    assert report["held_out_clips"] == HELD_OUT and report["train_clips"] == 8  # 001, 002 of each emotion
+    assert report["test_clips"] == HELD_OUT and report["train_clips"] == 8  # 001, 002 of each emotion
     assert report["chance"] == pytest.approx(1 / len(EMOTIONS))
     assert report["accuracy"] > 2 * report["chance"]
     assert set(report["per_emotion"]) == set(EMOTIONS)

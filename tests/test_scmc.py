@@ -47,7 +47,7 @@ def files(scmc_corpus, tmp_path_factory):
     root, manifest = scmc_corpus
     out = tmp_path_factory.mktemp("scmc")
     write_parquet(manifest, out / "manifest.parquet")
-    write_parquet(align_pairs(manifest, Pairing(count=SENTENCES, offsets=(), validation=1), sample_rate=16000), out / "pairs.parquet")
+    write_parquet(align_pairs(manifest, Pairing(count=SENTENCES, offsets=(), test_clips=("003",)), sample_rate=16000), out / "pairs.parquet")
     parts = []
     for row in manifest.itertuples(index=False):
         truth = pd.read_parquet(groundtruth_path(root, ACTOR, ClipKey(row.emotion, int(row.level), row.clip)))
@@ -61,7 +61,7 @@ def files(scmc_corpus, tmp_path_factory):
 
 
 def test_pairing_follows_config():
-    pairing = Pairing(count=3, offsets=(("disgusted", 27),), validation=1)
+    pairing = Pairing(count=3, offsets=(("disgusted", 27),), test_clips=("003",))
     assert pairing.partner("disgusted", "001", {"028", "029", "030"}) == "028"
     assert pairing.partner("disgusted", "001", {"001", "002"}) == "001"  # no 028: same id
     assert pairing.partner("happy", "002", {"001", "002"}) == "002"

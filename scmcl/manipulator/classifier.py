@@ -7,10 +7,9 @@ manipulator's own windows do. A frame's probabilities are the mean over every wi
 it, so an edited clip still gets one label per frame. Inputs are standardised with statistics of
 the training frames, kept in the model (and its file) so a judge applies them to every input.
 
-Which clips are held out is a list of clip ids (``manipulator.classifier.held_out_clips``), not
-a rule like "the last clip of each emotion": MEAD's neutral and emotional clips of one id say
-the same sentence, so holding an id out keeps its sentence unseen in every emotion, which is
-what the edits of held-out neutral clips are judged on; the same ids work for any corpus size.
+The held-out clips are the config's ``test_clips``, the ids every trainer excludes: MEAD's
+neutral and emotional clips of one id say the same sentence, so holding an id out keeps its
+sentence unseen in every emotion, which is what the edits of held-out neutral clips are judged on.
 """
 
 from __future__ import annotations
@@ -37,8 +36,7 @@ CONTENTS = Contents("manipulator", "classifier", None)
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    """The config section ``manipulator.classifier`` less ``held_out_clips`` (an argument of its
-    own, so a rule can pass the clips every trainer excludes); no defaults, the schema holds them."""
+    """The config section ``manipulator.classifier``; no defaults, the schema holds them."""
 
     window: int
     hidden_widths: tuple[int, ...]
@@ -50,7 +48,7 @@ class ClassifierSettings:
     @classmethod
     def from_config(cls, config: dict) -> ClassifierSettings:
         """From a validated config (``config["manipulator"]["classifier"]``)."""
-        section = {k: v for k, v in config["manipulator"]["classifier"].items() if k != "held_out_clips"}
+        section = config["manipulator"]["classifier"]
         return cls(**{**section, "hidden_widths": tuple(section["hidden_widths"])})
 
 
@@ -112,20 +110,20 @@ def _clips(expression_tables: Iterable, emotions: Sequence[str]) -> list[tuple[t
 
 
 def train_classifier(expression_tables: Iterable[str | os.PathLike | pd.DataFrame], emotions: Sequence[str],
-                     held_out: Sequence[str], settings: ClassifierSettings,
+                     test_clips: Sequence[str], settings: ClassifierSettings,
                      device: str) -> tuple[EmotionClassifier, dict]:
-    """Train on every clip of the tables whose id is not in ``held_out``; return the model (in
+    """Train on every clip of the tables whose id is not in ``test_clips``; return the model (in
     eval mode, on ``device``) and its report on the held-out clips (JSON-serialisable)."""
-    emotions, held_out = list(emotions), sorted(held_out)
+    emotions, test_clips = list(emotions), sorted(test_clips)
     clips = _clips(expression_tables, emotions)
-    train = [(key, frames) for key, frames in clips if key[3] not in held_out]
-    test = [(key, frames) for key, frames in clips if key[3] in held_out]
+    train = [(key, frames) for key, frames in clips if key[3] not in test_clips]
+    test = [(key, frames) for key, frames in clips if key[3] in test_clips]
     untrained = [e for e in emotions if not any(key[1] == e for key, _ in train)]
     if untrained:
         raise ValueError(f"emotion classifier: no training clip of {', '.join(untrained)} "
-                         f"(held out: {', '.join(held_out)})")
+                         f"(held out: {', '.join(test_clips)})")
     if not test:
-        raise ValueError(f"emotion classifier: no clip has a held-out id ({', '.join(held_out)}), "
+        raise ValueError(f"emotion classifier: no clip has a held-out id ({', '.join(test_clips)}), "
                          "so there is no held-out accuracy")
     torch_device = resolve_device(device)
     rng = seed_everything(settings.seed)
@@ -147,12 +145,12 @@ def train_classifier(expression_tables: Iterable[str | os.PathLike | pd.DataFram
         loss.backward()
         optimizer.step()
     model.eval()
-    report = _report(model, test, held_out)
+    report = _report(model, test, test_clips)
     report |= {"train_clips": len(train), "train_frames": len(frames), "final_loss": loss.item()}
     return model, report
 
 
-def _report(model: EmotionClassifier, test: list[tuple[tuple, np.ndarray]], held_out: list[str]) -> dict:
+def _report(model: EmotionClassifier, test: list[tuple[tuple, np.ndarray]], test_clips: list[str]) -> dict:
     """Held-out accuracy per frame (overall and per true emotion), the frame confusion matrix
     (rows true, columns predicted, in ``emotions`` order) and the clip accuracy (the argmax of a
     clip's mean probabilities)."""
@@ -169,7 +167,7 @@ def _report(model: EmotionClassifier, test: list[tuple[tuple, np.ndarray]], held
     per_emotion = {e: {"frames": int(confusion[i].sum()),
                        "accuracy": float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None}
                    for i, e in enumerate(emotions)}
-    return {"held_out_clips": held_out, "emotions": emotions, "chance": 1 / len(emotions),
+    return {"test_clips": test_clips, "emotions": emotions, "chance": 1 / len(emotions),
             "accuracy": float(np.trace(confusion) / confusion.sum()), "frames": int(confusion.sum()),
             "per_emotion": per_emotion, "confusion": confusion.tolist(),
             "clip_accuracy": clip_hits / len(test), "clips": clips}

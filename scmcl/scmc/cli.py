@@ -27,7 +27,7 @@ def _align(args: argparse.Namespace) -> int:
     from scmcl.io.clip_data import read_table, rerun
     from scmcl.scmc.pairs import Pairing, align_pairs
 
-    pairing = Pairing(count=args.pairs, offsets=tuple(args.clip_offsets.items()), validation=args.validation_pairs)
+    pairing = Pairing(count=args.pairs, offsets=tuple(args.clip_offsets.items()), test_clips=tuple(args.test_clips))
     manifest = read_table(args.manifest, ["actor", "emotion", "level", "clip", "audio", "fps", "frames"], rerun("manifest"))
     if args.actors:
         manifest = manifest[manifest.actor.isin(args.actors)]
@@ -142,7 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     align = verbs.add_parser("align", help="DTW-align same-sentence neutral/emotional clips on MFCCs")
     align.add_argument("--manifest", required=True)
     align.add_argument("--out", required=True)
-    add_settings(align, "scmc", ["actors", "pairs", "clip_offsets", "validation_pairs", "sample_rate"])
+    add_settings(align, "scmc", ["actors", "pairs", "clip_offsets", "sample_rate"])
+    add_settings(align, "", ["test_clips"])
     align.add_argument("--threads", type=int, default=2)
     align.set_defaults(func=_align)
 

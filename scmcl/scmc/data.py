@@ -61,7 +61,7 @@ class Pairs:
         cd.require_columns(manifest, [*CLIP_KEY, "audio", "fps", "frames"], "the manifest", cd.rerun("manifest"))
         rows = aligned[aligned.split == split]
         if rows.empty:
-            raise ValueError(f"no aligned pairs in split '{split}': check scmc.pairs and scmc.validation_pairs in the config")
+            raise ValueError(f"no aligned pairs in split '{split}': check scmc.pairs and test_clips in the config")
         src_keys = rows.assign(emotion="neutral", level=1, clip=rows.neutral_clip)[CLIP_KEY]
         keys = pd.concat([src_keys, rows[CLIP_KEY]]).drop_duplicates().sort_values(CLIP_KEY).reset_index(drop=True)
         clips = keys.merge(manifest, on=CLIP_KEY, how="left", validate="one_to_one")

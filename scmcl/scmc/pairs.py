@@ -3,7 +3,8 @@
 
 MEAD's neutral clip 00k and emotional clip 00k say the same sentence (disgusted uses 027+k
 when those clips exist); the pairing comes from the config (``scmc.pairs``, ``scmc.clip_offsets``).
-The last ``validation_pairs`` pairs of every (actor, emotion, level) are held out from training.
+A pair is held out from training (split ``val``) when either clip's id is one of the config's
+``test_clips``, the ids every trainer excludes.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ COLUMNS = ("actor", "emotion", "level", "neutral_clip", "clip", "pair", "split",
 
 @dataclass(frozen=True)
 class Pairing:
-    """Config ``scmc.pairs``, ``scmc.clip_offsets`` and ``scmc.validation_pairs``."""
+    """Config ``scmc.pairs``, ``scmc.clip_offsets`` and ``test_clips``."""
 
     count: int                           # neutral clips 001..count take part
     offsets: tuple[tuple[str, int], ...]  # (emotion, clip-id offset), e.g. ("disgusted", 27)
-    validation: int                      # last pairs per (actor, emotion, level) held out
+    test_clips: tuple[str, ...]           # clip ids no trainer sees
 
     def partner(self, emotion: str, neutral_clip: str, available: set[str]) -> str | None:
         """The emotional clip saying the neutral clip's sentence, or None when it is missing."""
@@ -56,7 +57,7 @@ def clip_pairs(manifest: pd.DataFrame, pairing: Pairing) -> list[tuple]:
                 if dst_id is None:
                     log.warning("%s: no %s level_%d clip for neutral %s, pair skipped", actor, emotion, level, src.clip)
                     continue
-                split = "val" if index >= len(neutral) - pairing.validation else "train"
+                split = "val" if {src.clip, dst_id} & set(pairing.test_clips) else "train"
                 rows.append((src, by_id[dst_id], index, split))
     if not rows:
         raise ValueError("no neutral/emotional clip pairs: the manifest needs neutral and emotional clips of the same actor")

@@ -3,11 +3,13 @@
 import os
 import sys
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 sys.path.insert(0, workflow.basedir)
 
 from scmcl.config import ConfigError, validate_config
-from scmcl.corpus.layout import audio_path, clip_keys, groundtruth_path, video_path
+from scmcl.corpus.cli import CLIP_SETTINGS
+from scmcl.corpus.layout import ClipKey, audio_path, clip_keys, groundtruth_path, video_path
 from scmcl.corpus.listing import listing_digest
 from scmcl.options import settings_flags
 from scmcl.scmc.cli import TRAINER_SETTINGS
@@ -48,8 +50,38 @@ def corpus_files():
 
 
 def corpus_root_of_outputs(wildcards, output):
-    """The corpus root, derived from a declared clip path (<root>/<actor>/video/front/...)."""
-    return str(Path(output.videos[0]).parents[5])
+    """The tree's root, derived from the first declared clip path (<root>/<actor>/video/front/...)."""
+    return str(Path(output[0]).parents[5])
+
+
+# The paired ground truth (synthetic corpus only): each actor's neutral test clips rendered in every
+# other configured emotion at the last configured level (`scmcl corpus paired`), in a MEAD-layout
+# tree of its own, then scanned and preprocessed like the corpus (PREPROCESS_TREES below).
+PAIRED_ROOT = "work/paired/corpus"
+PAIRED_SOURCE = ClipKey("neutral", 1, "{clip}")
+PAIRED_EMOTIONS = [e for e in config["emotions"] if e != "neutral"]
+PAIRED_LEVEL = config["levels"][-1]
+
+
+def paired_clip_file(kind, actor="{actor}", emotion="{emotion}", clip="{clip}"):
+    """The path of one paired clip's video, audio or ground truth (wildcards by default)."""
+    path_of = {"video": video_path, "audio": audio_path, "groundtruth": groundtruth_path}[kind]
+    return str(path_of(PAIRED_ROOT, actor, ClipKey(emotion, PAIRED_LEVEL, clip)))
+
+
+def paired_clip_videos():
+    """Every paired clip: actors × non-neutral emotions × test clips, at the last level."""
+    return [paired_clip_file("video", a, e, c) for a in config["actors"] for e in PAIRED_EMOTIONS for c in config["test_clips"]]
+
+
+def paired_root(wildcards):
+    """The paired tree's root (a function, as the corpus's `dataset_root`: a param, not a file prefix)."""
+    return PAIRED_ROOT
+
+
+def no_listing(wildcards):
+    """The paired tree is made by the workflow: its clips are file inputs of the scan, no digest."""
+    return ""
 
 
 def slurm_profile_unset():
@@ -121,8 +153,54 @@ def shard_clip_root(wildcards, output):
     return str(Path(output[0]).with_suffix(""))
 
 
+class Tree(NamedTuple):
+    """A MEAD-layout tree that the same rule definitions (rules/preprocess.smk) scan into a manifest
+    and preprocess into per-(actor, emotion) shards and per-actor expression tables."""
+
+    name: str  # "corpus" or "paired"
+    root: Callable  # wildcards -> the tree's root (the scan's root, the synthetic tracker's data root)
+    clips: list  # its clip videos made by the workflow (the scan's file inputs; none for a user's dataset)
+    listing: Callable  # wildcards -> digest of a user's dataset tree ("" when its clips are inputs)
+    command: str  # `scmcl corpus <command>`: scan (MEAD layout) or ravdess
+    actors: list
+    emotions: list
+    levels: list
+
+    @property
+    def manifest(self):
+        return f"work/{self.name}/manifest.parquet"
+
+    @property
+    def preprocess(self):
+        """Folder of the shards: work/preprocess for the corpus, work/<name>/preprocess otherwise."""
+        return "work/preprocess" if self.name == "corpus" else f"work/{self.name}/preprocess"
+
+    def rule(self, stage):
+        """Rule names: corpus_manifest, preprocess_shard, expression_table for the corpus;
+        paired_manifest, paired_preprocess_shard, paired_expression_table for the paired tree."""
+        if stage == "manifest":
+            return f"{self.name}_manifest"
+        return stage if self.name == "corpus" else f"{self.name}_{stage}"
+
+
+CORPUS_TREE = Tree("corpus", dataset_root, corpus_files(), dataset_listing, manifest_command(), ALL_ACTORS,
+                   config["emotions"], config["levels"])
+PAIRED_TREE = Tree("paired", paired_root, paired_clip_videos(), no_listing, "scan", config["actors"],
+                   PAIRED_EMOTIONS, [PAIRED_LEVEL])
+PREPROCESS_TREES = [CORPUS_TREE] + ([PAIRED_TREE] if config["dataset"] == "synthetic" else [])
+
+
 def preprocess_files():
     return expand("work/preprocess/{actor}/expressions.parquet", actor=ALL_ACTORS)
+
+
+def paired_files():
+    """The paired ground truth of every actor's test clips, preprocessed like the corpus: one
+    expression table per actor (work/paired/preprocess/<actor>/expressions.parquet; per clip
+    outputs beside it as for the corpus). Empty unless the dataset is synthetic: real data has none."""
+    if config["dataset"] != "synthetic":
+        return []
+    return expand(f"{PAIRED_TREE.preprocess}/{{actor}}/expressions.parquet", actor=config["actors"])
 
 
 def scmc_files():

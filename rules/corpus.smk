@@ -48,3 +48,42 @@ if config["dataset"] == "synthetic":
         shell:
             "scmcl corpus synth --model {input.model} --landmarks {input.landmarks}"
             " --root {params.root} --actor {wildcards.actor} {params.settings} --threads {threads} > {log} 2>&1"
+
+    # The paired ground truth of a neutral test clip: its sentence, timing and head motion shown in
+    # another emotion at the last configured level, in a MEAD-layout tree of its own
+    # (work/paired/corpus), scanned and preprocessed like the corpus by rules/preprocess.smk.
+    rule paired_corpus:
+        input:
+            model=config["flame"]["model"],
+            landmarks=config["flame"]["landmark_embedding"],
+            # Rendered again from the generator, not read: the corpus's clip is an input so the pair
+            # follows a regenerated corpus, and a test clip the corpus lacks is a missing input.
+            source=video_path(ROOT, "{actor}", PAIRED_SOURCE),
+        output:
+            video=paired_clip_file("video"),
+            audio=paired_clip_file("audio"),
+            groundtruth=paired_clip_file("groundtruth"),
+        log:
+            "logs/paired_corpus/{actor}/{emotion}/{clip}.log",
+        benchmark:
+            "benchmarks/paired_corpus/{actor}/{emotion}/{clip}.tsv"
+        wildcard_constraints:
+            actor="|".join(config["actors"]),
+            emotion="|".join(PAIRED_EMOTIONS),
+            clip="|".join(config["test_clips"]),
+        conda:
+            "../envs/scmcl.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=runtime_min(10),
+            **gpu_resources(),
+        params:
+            root=corpus_root_of_outputs,
+            source=f"--emotion {PAIRED_SOURCE.emotion} --level {PAIRED_SOURCE.level}",
+            level=PAIRED_LEVEL,
+            settings=" ".join([flags("synthetic", CLIP_SETTINGS), DEVICE]),
+        shell:
+            "scmcl corpus paired --model {input.model} --landmarks {input.landmarks} --root {params.root}"
+            " --actor {wildcards.actor} {params.source} --clip {wildcards.clip} --target-emotion {wildcards.emotion}"
+            " --target-level {params.level} {params.settings} --threads {threads} > {log} 2>&1"

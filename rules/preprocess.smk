@@ -1,73 +1,88 @@
 # Preprocessing stage: dataset manifest, then one resumable job per (actor, emotion) shard,
 # then the per-actor expression table used by the SCMC metric and the manipulator.
+# One definition per step for every tree of PREPROCESS_TREES (rules/common.smk): the corpus
+# (corpus_manifest, preprocess_shard, expression_table) and, on the synthetic corpus, the paired
+# ground truth of the test clips (paired_manifest, paired_preprocess_shard, paired_expression_table),
+# so both go through the same scan, the same preprocessing command and the same settings.
 
 
-rule corpus_manifest:
-    input:
-        corpus_files(),
-    output:
-        "work/corpus/manifest.parquet",
-    log:
-        "logs/corpus_manifest.log",
-    benchmark:
-        "benchmarks/corpus_manifest.tsv"
-    conda:
-        "../envs/scmcl.yaml"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    params:
-        command=manifest_command(),
-        root=dataset_root,
-        # A user's dataset tree is no input of the workflow: its listing's digest is a param, so a
-        # replaced, added or removed clip reruns the scan (Snakemake's params trigger).
-        listing=dataset_listing,
-        actors=" ".join(ALL_ACTORS),
-        emotions=" ".join(config["emotions"]),
-        levels=" ".join(map(str, config["levels"])),
-    shell:
-        "scmcl corpus {params.command} {params.root} --out {output} --actors {params.actors}"
-        " --emotions {params.emotions} --levels {params.levels} --workers {threads} > {log} 2>&1"
+for tree in PREPROCESS_TREES:
 
+    rule:
+        name:
+            tree.rule("manifest")
+        input:
+            tree.clips,
+        output:
+            tree.manifest,
+        log:
+            f"logs/{tree.rule('manifest')}.log",
+        benchmark:
+            f"benchmarks/{tree.rule('manifest')}.tsv"
+        conda:
+            "../envs/scmcl.yaml"
+        threads: 2
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        params:
+            command=tree.command,
+            root=tree.root,
+            # A user's dataset tree is no input of the workflow: its listing's digest is a param, so a
+            # replaced, added or removed clip reruns the scan (Snakemake's params trigger).
+            listing=tree.listing,
+            actors=" ".join(tree.actors),
+            emotions=" ".join(tree.emotions),
+            levels=" ".join(map(str, tree.levels)),
+        shell:
+            "scmcl corpus {params.command} {params.root} --out {output} --actors {params.actors}"
+            " --emotions {params.emotions} --levels {params.levels} --workers {threads} > {log} 2>&1"
 
-rule preprocess_shard:
-    input:
-        manifest="work/corpus/manifest.parquet",
-        model=config["flame"]["model"],
-        landmarks=config["flame"]["landmark_embedding"],
-    output:
-        "work/preprocess/{actor}/{emotion}.parquet",
-    log:
-        "logs/preprocess_shard/{actor}/{emotion}.log",
-    benchmark:
-        "benchmarks/preprocess_shard/{actor}/{emotion}.tsv"
-    conda:
-        "../envs/scmcl.yaml"
-    threads: 1  # the landmark fit is fastest on one torch thread; shards run in parallel
-    resources:
-        mem_mb=mem_mb(8000),
-        runtime=runtime_min(120),
-        **gpu_resources(),
-    params:
-        clip_root=shard_clip_root,
-        data_root=dataset_root,
-        settings=" ".join([flags("preprocess"), DEVICE]),
-    shell:
-        "scmcl preprocess shard --manifest {input.manifest} --actor {wildcards.actor}"
-        " --emotion {wildcards.emotion} --clip-root {params.clip_root} --out {output}"
-        " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
-        " {params.settings} --threads {threads} > {log} 2>&1"
+    rule:
+        name:
+            tree.rule("preprocess_shard")
+        input:
+            manifest=tree.manifest,
+            model=config["flame"]["model"],
+            landmarks=config["flame"]["landmark_embedding"],
+        output:
+            f"{tree.preprocess}/{{actor}}/{{emotion}}.parquet",
+        log:
+            f"logs/{tree.rule('preprocess_shard')}/{{actor}}/{{emotion}}.log",
+        benchmark:
+            f"benchmarks/{tree.rule('preprocess_shard')}/{{actor}}/{{emotion}}.tsv"
+        wildcard_constraints:
+            actor="|".join(tree.actors),
+            emotion="|".join(tree.emotions),
+        conda:
+            "../envs/scmcl.yaml"
+        threads: 1  # the landmark fit is fastest on one torch thread; shards run in parallel
+        resources:
+            mem_mb=mem_mb(8000),
+            runtime=runtime_min(120),
+            **gpu_resources(),
+        params:
+            clip_root=shard_clip_root,
+            data_root=tree.root,
+            settings=" ".join([flags("preprocess"), DEVICE]),
+        shell:
+            "scmcl preprocess shard --manifest {input.manifest} --actor {wildcards.actor}"
+            " --emotion {wildcards.emotion} --clip-root {params.clip_root} --out {output}"
+            " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
+            " {params.settings} --threads {threads} > {log} 2>&1"
 
-
-rule expression_table:
-    input:
-        expand("work/preprocess/{{actor}}/{emotion}.parquet", emotion=config["emotions"]),
-    output:
-        "work/preprocess/{actor}/expressions.parquet",
-    log:
-        "logs/expression_table/{actor}.log",
-    conda:
-        "../envs/scmcl.yaml"
-    shell:
-        "scmcl preprocess expressions --shards {input} --out {output} > {log} 2>&1"
+    rule:
+        name:
+            tree.rule("expression_table")
+        input:
+            expand(f"{tree.preprocess}/{{{{actor}}}}/{{emotion}}.parquet", emotion=tree.emotions),
+        output:
+            f"{tree.preprocess}/{{actor}}/expressions.parquet",
+        log:
+            f"logs/{tree.rule('expression_table')}/{{actor}}.log",
+        wildcard_constraints:
+            actor="|".join(tree.actors),
+        conda:
+            "../envs/scmcl.yaml"
+        shell:
+            "scmcl preprocess expressions --shards {input} --out {output} > {log} 2>&1"

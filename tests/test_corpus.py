@@ -93,12 +93,24 @@ def test_mouth_opens_and_closes_with_speech(corpus):
 
 def test_paired_ground_truth_keeps_timing_changes_emotion(generator, corpus, tmp_path):
     key = ClipKey("neutral", 1, "001")
-    generator.write_paired(key, "happy", 3, tmp_path / "paired.mp4", tmp_path / "paired.parquet")
+    target = generator.write_paired(tmp_path, key, "happy", 3)
+    assert target == ClipKey("happy", 3, "001")
     source = pd.read_parquet(groundtruth_path(corpus, ACTOR, key))
-    paired = pd.read_parquet(tmp_path / "paired.parquet")
-    assert len(paired) == len(source) == probe(tmp_path / "paired.mp4").frames
+    paired = pd.read_parquet(groundtruth_path(tmp_path, ACTOR, target))  # MEAD's layout, like the corpus
+    assert len(paired) == len(source) == probe(video_path(tmp_path, ACTOR, target)).frames
+    assert probe(audio_path(tmp_path, ACTOR, target)).sample_rate == SETTINGS.sample_rate
     np.testing.assert_array_equal(paired["viseme"], source["viseme"])
     np.testing.assert_allclose(paired[["pose_00", "pose_01", "pose_02"]], source[["pose_00", "pose_01", "pose_02"]])
     smile = paired["exp_06"] - source["exp_06"]  # mouth_corner_up_left
     assert smile.mean() > 0.3
     assert set(paired["emotion"]) == {"happy"}
+
+
+def test_paired_ground_truth_never_replaces_a_corpus_clip(generator, corpus):
+    """In the corpus's own root the paired clip would take the name of the corpus's happy clip 001."""
+    before = video_path(corpus, ACTOR, ClipKey("happy", 3, "001")).stat().st_mtime_ns
+    with pytest.raises(ValueError, match="a tree of its own"):
+        generator.write_paired(corpus, ClipKey("neutral", 1, "001"), "happy", 3)
+    with pytest.raises(ValueError, match="is the clip itself"):
+        generator.write_paired(corpus, ClipKey("happy", 3, "001"), "happy", 3)
+    assert video_path(corpus, ACTOR, ClipKey("happy", 3, "001")).stat().st_mtime_ns == before

@@ -42,12 +42,15 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _paired(args: argparse.Namespace) -> int:
-    from scmcl.corpus.layout import ClipKey
+    from scmcl.corpus.layout import ClipKey, audio_path, groundtruth_path, video_path
     from scmcl.corpus.synth import Generator
 
     generator = Generator(args.model, args.landmarks, args.actor, _settings(args))
-    key = ClipKey(args.emotion, args.level, args.clip)
-    generator.write_paired(key, args.target_emotion, args.target_level, args.out_video, args.out_table)
+    target = generator.write_paired(args.root, ClipKey(args.emotion, args.level, args.clip), args.target_emotion,
+                                    args.target_level)
+    print(f"{args.actor}: {args.emotion} level_{args.level} clip {args.clip} shown {target.emotion} "
+          f"level_{target.level} -> {video_path(args.root, args.actor, target)} (audio "
+          f"{audio_path(args.root, args.actor, target)}, ground truth {groundtruth_path(args.root, args.actor, target)})")
     return 0
 
 
@@ -113,15 +116,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings(synth, "synthetic", ["sentences"])
     synth.set_defaults(func=_synth)
 
-    paired = corpus.add_parser("paired", help="render a clip's sentence and timing in another emotion")
+    paired = corpus.add_parser(
+        "paired", help="render a clip's sentence, timing and head motion in another emotion (paired ground truth)",
+        description="Writes the paired ground truth under --root in MEAD's layout, as the clip (target emotion, "
+                    "target level, clip id): <root>/<actor>/video/front/<target-emotion>/level_<n>/<clip>.mp4 "
+                    "(with its audio), <root>/<actor>/audio/.../<clip>.m4a and the per-frame ground truth "
+                    "<root>/<actor>/groundtruth/.../<clip>.parquet, so it is scanned (`scmcl corpus scan`) and "
+                    "preprocessed like any clip. --root is a tree of its own, not the corpus's root (the paired "
+                    "clip has the name of the corpus's own clip of that emotion, level and id).")
     _common(paired)
+    paired.add_argument("--root", required=True, help="root of the paired tree (MEAD layout; not the corpus's root)")
     paired.add_argument("--emotion", required=True, choices=MEAD_EMOTIONS, help="source clip's emotion")
     paired.add_argument("--level", type=int, required=True)
     paired.add_argument("--clip", required=True, help="source clip id, e.g. 001")
     paired.add_argument("--target-emotion", required=True, choices=MEAD_EMOTIONS)
     paired.add_argument("--target-level", type=int, required=True)
-    paired.add_argument("--out-video", required=True)
-    paired.add_argument("--out-table", required=True)
     paired.set_defaults(func=_paired)
 
     scan = corpus.add_parser("scan", help="clip manifest of a MEAD-layout dataset root")

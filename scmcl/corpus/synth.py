@@ -3,13 +3,13 @@
 Per clip: ``video/front/<emotion>/level_<n>/<clip>.mp4`` (with audio),
 ``audio/<emotion>/level_<n>/<clip>.m4a`` and the ground-truth sidecar
 ``groundtruth/<emotion>/level_<n>/<clip>.parquet`` (every FLAME parameter, 68 landmarks,
-viseme, emotion and level per frame). ``paired_clip`` renders the ground truth MEAD never
-has: one clip's sentence and timing in another emotion.
+viseme, emotion and level per frame). ``Generator.write_paired`` renders the ground truth MEAD
+never has: one clip's sentence, timing and head motion in another emotion, written in the same
+layout (under a tree of its own) so it is scanned and preprocessed like any clip.
 """
 
 from __future__ import annotations
 
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,22 +97,36 @@ class Generator:
 
     def write_clip(self, root: str | Path, key: ClipKey) -> None:
         """Render one clip and publish its video, audio and ground truth atomically."""
-        speech = self.speech(key)
-        frames, landmarks, params, audio = self.render(key, speech, key.emotion, key.level)
-        m4a = audio_path(root, self.actor.name, key)
-        write_audio(m4a, audio, self.settings.sample_rate)
-        write_video(video_path(root, self.actor.name, key), frames, self.settings.fps, audio=m4a)
-        write_parquet(self.table(key, key.emotion, key.level, params, landmarks), groundtruth_path(root, self.actor.name, key))
+        self._publish(root, key, key)
 
-    def write_paired(self, key: ClipKey, emotion: str, level: int, video_out: str | Path, table_out: str | Path) -> None:
-        """The paired ground truth: ``key``'s sentence, timing and head motion shown in another emotion."""
+    def write_paired(self, root: str | Path, key: ClipKey, emotion: str, level: int) -> ClipKey:
+        """The paired ground truth: ``key``'s sentence, timing and head motion shown with ``emotion``
+        at ``level``, written under ``root`` in MEAD's layout as the clip ``(emotion, level, key.clip)``
+        (video with its audio, ``.m4a``, ground-truth table), which is returned.
+
+        ``root`` must be a tree of its own: in the corpus's root the paired clip would replace the
+        corpus's own clip of that emotion, level and id (another sentence's timing), so a root that
+        holds the source clip is refused, as is a target equal to the source."""
+        target = ClipKey(emotion, level, key.clip)
+        if target == key:
+            raise ValueError(f"the paired ground truth of {key} in its own emotion and level is the clip itself")
+        source = video_path(root, self.actor.name, key)
+        if source.exists():
+            raise ValueError(f"{root} holds the source clip {source}: the paired clip would replace the corpus's own "
+                             f"{emotion} level_{level} clip {key.clip}; give the paired ground truth a tree of its own")
+        self._publish(root, key, target)
+        return target
+
+    def _publish(self, root: str | Path, key: ClipKey, shown: ClipKey) -> None:
+        """Render ``key``'s sentence, timing and head motion with ``shown``'s emotion and level, and
+        publish it as clip ``shown`` under ``root``: video (muxed audio), audio, ground truth."""
         speech = self.speech(key)
-        frames, landmarks, params, audio = self.render(key, speech, emotion, level)
-        with tempfile.TemporaryDirectory() as tmp:
-            track = Path(tmp) / "audio.m4a"
-            write_audio(track, audio, self.settings.sample_rate)
-            write_video(video_out, frames, self.settings.fps, audio=track)
-        write_parquet(self.table(key, emotion, level, params, landmarks), table_out)
+        frames, landmarks, params, audio = self.render(key, speech, shown.emotion, shown.level)
+        m4a = audio_path(root, self.actor.name, shown)
+        write_audio(m4a, audio, self.settings.sample_rate)
+        write_video(video_path(root, self.actor.name, shown), frames, self.settings.fps, audio=m4a)
+        write_parquet(self.table(key, shown.emotion, shown.level, params, landmarks),
+                      groundtruth_path(root, self.actor.name, shown))
 
 
 def synth_actor(model_path: str | Path, landmarks_path: str | Path, root: str | Path, actor: str,

@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/preprocess.smk"
 include: "rules/scmc.smk"
+include: "rules/manipulator.smk"
 
 
 rule all:
@@ -20,6 +21,7 @@ rule all:
         corpus_files(),
         preprocess_files(),
         scmc_files(),
+        manipulator_files(),
 
 
 rule corpus:
@@ -35,3 +37,8 @@ rule preprocess:
 rule scmc:
     input:
         scmc_files(),
+
+
+rule manipulator:
+    input:
+        manipulator_files(),

@@ -227,3 +227,68 @@ def training_flags(modality, stage):
 def table_flags(modality):
     """`--expressions ...` / `--shards ...` from the rule's own inputs (audio has none)."""
     return lambda wildcards, input: " ".join(f"--{key} {' '.join(input[key])}" for key in MODALITY_INPUTS[modality])
+
+
+# Expression manipulator (rules/manipulator.smk): variants, their inputs and the edits.
+MANIPULATOR = config["manipulator"]
+VARIANTS = ["ned", "scmcl"]
+RELEASED_VARIANTS = [v for v in VARIANTS if MANIPULATOR["weights"][v]]
+TRAINED_VARIANTS = [v for v in VARIANTS if v not in RELEASED_VARIANTS]
+EDIT_EMOTIONS = [e for e in config["emotions"] if e != "neutral"]
+NETWORK_FLAGS = " ".join([flags("", ["emotions"]), flags("manipulator.networks"), DEVICE])
+
+
+def actor_expressions(actors):
+    return expand("work/preprocess/{actor}/expressions.parquet", actor=actors)
+
+
+def manipulator_inputs(wildcards):
+    """ned trains on the actors' expression tables; scmcl also on the ned networks, the
+    fine-tuned 3DMM metric and each actor's audio distances."""
+    inputs = {"expressions": actor_expressions(config["actors"])}
+    if wildcards.variant == "scmcl":
+        inputs |= {"init": "work/manipulator/ned.pth", "metric": "work/scmc/finetune_expression.pt",
+                   "windows": expand("work/scmc/dists_expression/{actor}/windows.parquet", actor=config["actors"])}
+    return inputs
+
+
+def manipulator_data_flags(wildcards, input):
+    """The trainer's data flags from its own inputs (the distance folders hold the windows)."""
+    data = f"--expressions {' '.join(input.expressions)}"
+    if wildcards.variant == "scmcl":
+        folders = " ".join(str(Path(path).parent) for path in input.windows)
+        data += f" --init {input.init} --metric {input.metric} --distances {folders}"
+    return data
+
+
+def manipulator_settings(wildcards):
+    return " ".join([NETWORK_FLAGS, flags("", ["test_clips"]), flags("scmc.dists", ["seq_len"]),
+                     flags("manipulator.train"), flags(f"manipulator.{wildcards.variant}")])
+
+
+def edit_command(reference):
+    """`scmcl manipulate` of one test clip; reference-driven edits add the reference's table."""
+    ref = " --reference-expressions {input.reference} --reference-actor {wildcards.ref_actor}" if reference else ""
+    return ("scmcl manipulate --weights {input.weights} --expressions {input.expressions} --manifest {input.manifest}"
+            f" --actor {{wildcards.actor}} --clip {{wildcards.clip}} --emotion {{wildcards.emotion}}{ref}"
+            " {params.settings} --out {output.edit} --record {output.record} > {log} 2>&1")
+
+
+EDIT_SETTINGS = " ".join([NETWORK_FLAGS, flags("scmc.dists", ["seq_len"]), flags("manipulator.edit")])
+
+
+def label_edits(variant):
+    """Label-driven edits of every actor's neutral test clips into each other emotion."""
+    return expand("work/manipulator/edits/{variant}/{actor}/{clip}_{emotion}.parquet", variant=variant,
+                  actor=config["actors"], clip=config["test_clips"], emotion=EDIT_EMOTIONS)
+
+
+def manipulator_files():
+    """The manipulator stage's products: the classifier report, both variants, one
+    reference-driven edit (the first actor's test clip in the first emotion, styled by the last
+    actor) and, where there is a paired ground truth (the synthetic corpus), the ablation."""
+    reference = (f"work/manipulator/edits/scmcl/{config['actors'][0]}/{config['test_clips'][0]}_"
+                 f"{EDIT_EMOTIONS[0]}_ref_{config['actors'][-1]}.parquet")
+    ablation = ["work/manipulator/ablation.tsv"] if paired_files() else []
+    return ["work/manipulator/classifier.json", *expand("work/manipulator/{variant}.pth", variant=VARIANTS),
+            reference, *ablation]

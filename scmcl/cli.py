@@ -9,11 +9,12 @@ import sys
 
 from scmcl.corpus import cli as corpus_cli
 from scmcl.face3d import cli as face3d_cli
+from scmcl.manipulator import cli as manipulator_cli
 from scmcl.preprocess import cli as preprocess_cli
 from scmcl.preprocess import track_cli
 from scmcl.scmc import cli as scmc_cli
 
-STAGES = (corpus_cli, preprocess_cli, track_cli, scmc_cli)
+STAGES = (corpus_cli, preprocess_cli, track_cli, scmc_cli, manipulator_cli)
 #: Stages that add a ``scmcl bench <verb>``.
 BENCHES = (face3d_cli, scmc_cli)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
+from scmcl.corpus.layout import ClipKey, groundtruth_path
 from scmcl.face3d.deca import DecaEncoder
 from scmcl.preprocess.conditioning import face_mask, nmfc_image, rasterize_surface, shape_image
 from scmcl.preprocess.masks import UNet
@@ -43,3 +46,21 @@ def render_shape(vertices, faces, cam, size, *, normals=None) -> torch.Tensor:
 def render_face_mask(vertices, faces, cam, size, face_vertex_mask=None) -> torch.Tensor:
     """(B,size,size) bool: where the NMFC and shape images are drawn."""
     return face_mask(rasterize_surface(vertices, faces, cam, size), faces, face_vertex_mask)
+
+
+def truth_expressions(truth: pd.DataFrame, actor: str, key: ClipKey) -> pd.DataFrame:
+    """Expression-table rows of one clip from the corpus's ground-truth table: the true jaw pose
+    and expression that preprocessing estimates (for tests of what consumes the table)."""
+    data = {"actor": actor, "emotion": key.emotion, "level": int(key.level), "clip": key.clip, "frame": truth.frame}
+    data |= {f"jaw_pose_{j}": truth[f"pose_{3 + j:02d}"].astype(np.float32) for j in range(3)}
+    data |= {f"exp_{j:02d}": truth.get(f"exp_{j:02d}", 0.0 * truth.frame).astype(np.float32) for j in range(50)}
+    return pd.DataFrame(data)
+
+
+def truth_expression_table(root: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
+    """The per-actor expression table of every manifest clip from the corpus's ground truth."""
+    parts = []
+    for row in manifest.itertuples(index=False):
+        key = ClipKey(row.emotion, int(row.level), row.clip)
+        parts.append(truth_expressions(pd.read_parquet(groundtruth_path(root, row.actor, key)), row.actor, key))
+    return pd.concat(parts, ignore_index=True)

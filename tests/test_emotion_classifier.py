@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from scmcl.config import validate_config
-from scmcl.corpus.layout import ClipKey, groundtruth_path
 from scmcl.corpus.manifest import scan_mead
 from scmcl.corpus.synth import synth_actor
 from scmcl.io.atomic import write_parquet
@@ -20,23 +18,11 @@ from scmcl.io.clip_data import expression_view51, read_expressions
 from scmcl.manipulator.classifier import ClassifierSettings, load_classifier, predict, save_classifier, train_classifier
 from scmcl.train.loop import WeightFileError
 from tests.conftest import synth_settings
+from tests.helpers import truth_expression_table
 
 ACTOR = "SYN04"
 EMOTIONS = ["neutral", "angry", "happy", "sad"]
 HELD_OUT = ["003"]
-
-
-def expression_table(root, manifest: pd.DataFrame) -> pd.DataFrame:
-    """The per-actor expression table from the corpus's true jaw pose and expression (what
-    preprocessing estimates; here the classifier is under test, not the reconstruction)."""
-    parts = []
-    for row in manifest.itertuples(index=False):
-        truth = pd.read_parquet(groundtruth_path(root, row.actor, ClipKey(row.emotion, int(row.level), row.clip)))
-        data = {"actor": row.actor, "emotion": row.emotion, "level": int(row.level), "clip": row.clip, "frame": truth.frame}
-        data |= {f"jaw_pose_{j}": truth[f"pose_{3 + j:02d}"].astype(np.float32) for j in range(3)}
-        data |= {f"exp_{j:02d}": truth.get(f"exp_{j:02d}", 0.0 * truth.frame).astype(np.float32) for j in range(50)}
-        parts.append(pd.DataFrame(data))
-    return pd.concat(parts, ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +31,7 @@ def expressions(tmp_path_factory, head_files):
     root = tmp_path_factory.mktemp("classifier_corpus")
     synth_actor(*head_files, root, ACTOR, EMOTIONS, [3], 3, synth_settings(resolution=64))
     path = root / "expressions.parquet"
-    write_parquet(expression_table(root, scan_mead(root, actors=[ACTOR], emotions=EMOTIONS, levels=[3])), path)
+    write_parquet(truth_expression_table(root, scan_mead(root, actors=[ACTOR], emotions=EMOTIONS, levels=[3])), path)
     return path
 
 

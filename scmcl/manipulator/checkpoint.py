@@ -15,8 +15,8 @@ from typing import Mapping
 import torch
 
 from scmcl.io.atomic import atomic_path
-from scmcl.train.loop import UnreadableTorchFile, read_torch
 from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets
+from scmcl.train.loop import UnreadableTorchFile, read_torch
 
 _SHOWN = 3
 _DATA_PARALLEL = "module."

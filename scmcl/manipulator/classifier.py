@@ -29,7 +29,13 @@ from torch import nn
 from scmcl.device import resolve_device
 from scmcl.io.clip_data import CLIP_KEY, clip_id, expression_view51, read_expressions
 from scmcl.manipulator.networks import FRAME_SIZE
-from scmcl.train.loop import Contents, WeightFileError, load_published, publish_weights, seed_everything
+from scmcl.train.loop import (
+    Contents,
+    WeightFileError,
+    load_published,
+    publish_weights,
+    seed_everything,
+)
 
 CONTENTS = Contents("manipulator", "classifier", None)
 

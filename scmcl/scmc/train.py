@@ -25,7 +25,7 @@ from scmcl.io.atomic import atomic_path
 from scmcl.scmc.data import CLIP_KEY, AudioFrames, BatchSampler, ExpressionFrames, ImageFrames, Pairs
 from scmcl.scmc.loss import consistency, info_nce, matrix_correlation, topk_hits
 from scmcl.scmc.models import CrossAttention, ImageEncoder, ScaleLayer, audio_encoder, encode_frames, expression_encoder, fuse
-from scmcl.train.loop import Contents, TrainLoop, TrainSettings, load_published, seed_everything
+from scmcl.train.loop import Contents, TrainLoop, TrainSettings, load_published, seed_everything, table_digest
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,6 @@ class Settings:
         return TrainSettings(steps=self.steps, checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device)
 
 
-def _table_digest(frame: pd.DataFrame) -> bytes:
-    """Column names, dtypes and every row's values: a table's content, not how its file stores it."""
-    columns = json.dumps([[str(name), str(dtype)] for name, dtype in frame.dtypes.items()]).encode()
-    return hashlib.sha256(columns + pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).digest()
-
-
 def fingerprint(settings: Settings, data: DataFiles, weights: tuple[str | Path, ...] = ()) -> str:
     """What the trainer reads: settings, frame geometry, the manifest rows of the actors in the
     aligned pairs (in clip order, so the run's other actors leave it unchanged), the pairs,
@@ -89,9 +83,9 @@ def fingerprint(settings: Settings, data: DataFiles, weights: tuple[str | Path, 
     actors = pd.read_parquet(data.pairs, columns=["actor"]).actor.unique()
     manifest = pd.read_parquet(data.manifest)
     rows = manifest[manifest.actor.isin(actors)].sort_values(CLIP_KEY).reset_index(drop=True)
-    digest.update(_table_digest(rows[sorted(rows.columns)]))
+    digest.update(table_digest(rows[sorted(rows.columns)]))
     for table in (data.pairs, *data.expressions, *data.shards):
-        digest.update(_table_digest(pd.read_parquet(table)))
+        digest.update(table_digest(pd.read_parquet(table)))
     for path in weights:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()

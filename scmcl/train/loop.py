@@ -7,6 +7,8 @@ published file carries a header saying what it holds, which ``load_published`` c
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import shutil
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -67,6 +70,13 @@ class Contents:
 
     def accepts(self, held: Contents) -> bool:
         return (self.stage, self.kind) == (held.stage, held.kind) and self.modality in (None, held.modality)
+
+
+def table_digest(frame: pd.DataFrame) -> bytes:
+    """Column names, dtypes and every row's values: a table's content, not how its file stores
+    it, for the fingerprints of trainers that read tables."""
+    columns = json.dumps([[str(name), str(dtype)] for name, dtype in frame.dtypes.items()]).encode()
+    return hashlib.sha256(columns + pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).digest()
 
 
 def seed_everything(seed: int) -> np.random.Generator:

@@ -1,0 +1,94 @@
+"""The manipulator's ablation table: each variant's edits of the held-out neutral clips scored
+against the paired ground truth (the same sentence and timing in the target emotion, run
+through the same preprocessing, so both sides are reconstructions).
+
+Figures per edit, then averaged per (variant, emotion) and over emotions:
+
+- ``dist_source`` / ``dist_edit``: mean over frames of the L2 distance between the 50
+  expression coefficients of the source (resp. the edit) and of the paired ground truth; the
+  edit should be the closer (the jaw is left out: it is the speech, which both keep);
+- ``jaw_corr``: Pearson correlation of the edit's jaw opening with the source's (speech kept);
+- ``target_rate``: fraction of edited frames the expression classifier calls the target emotion;
+  ``source_neutral_rate``: of source frames it calls neutral; ``truth_target_rate``: of paired
+  ground-truth frames it calls the target (what a perfect edit would score);
+- ``intensity0_max_abs``: largest difference from the source of the edit at intensity 0;
+  ``intensity05_position``: how far the intensity-0.5 edit lies from the source, as a fraction
+  of the full edit's distance (mean over frames; 0.5 lies halfway).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from scmcl.io.atomic import atomic_path
+from scmcl.io.clip_data import CLIP_KEY, expression_view51, read_expressions
+from scmcl.manipulator.classifier import load_classifier, predict
+from scmcl.manipulator.edit import apply_intensity
+
+FIGURES = ("dist_source", "dist_edit", "jaw_corr", "target_rate", "source_neutral_rate", "truth_target_rate",
+           "intensity0_max_abs", "intensity05_position")
+
+
+def _clips(tables: Sequence[str]) -> dict[tuple, np.ndarray]:
+    clips = {}
+    for path in tables:
+        for key, rows in read_expressions(path).groupby(CLIP_KEY):
+            clips[tuple(key)] = expression_view51(rows.sort_values("frame"))
+    return clips
+
+
+def _find(clips: dict[tuple, np.ndarray], actor: str, emotion: str, clip: str, what: str, path: str) -> np.ndarray:
+    found = [frames for key, frames in clips.items() if (key[0], key[1], key[3]) == (actor, emotion, clip)]
+    if len(found) != 1:
+        raise ValueError(f"{path}: {len(found)} {what} clips of {actor}/{emotion}/{clip} in the tables given, expected one")
+    return found[0]
+
+
+def _row_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a[:, 1:] - b[:, 1:], axis=1).mean())
+
+
+def score_edit(edit: np.ndarray, source: np.ndarray, truth: np.ndarray, target: str, model) -> dict[str, float]:
+    """The figures of one edit ((T,51) each; the truth is cut to the common length)."""
+    n = min(len(edit), len(truth))
+    called = lambda frames: np.array(predict(model, frames)[0])  # noqa: E731
+    full = np.linalg.norm(edit - source, axis=1)
+    half = np.linalg.norm(apply_intensity(source, edit, np.full(len(edit), 0.5)) - source, axis=1)
+    moved = full > 1e-9
+    return {"dist_source": _row_distance(source[:n], truth[:n]), "dist_edit": _row_distance(edit[:n], truth[:n]),
+            "jaw_corr": float(np.corrcoef(edit[:, 0], source[:, 0])[0, 1]),
+            "target_rate": float((called(edit) == target).mean()),
+            "source_neutral_rate": float((called(source) == "neutral").mean()),
+            "truth_target_rate": float((called(truth) == target).mean()),
+            "intensity0_max_abs": float(np.abs(apply_intensity(source, edit, np.zeros(len(edit))) - source).max()),
+            "intensity05_position": float((half[moved] / full[moved]).mean()) if moved.any() else float("nan")}
+
+
+def ablation_table(edits: dict[str, list[str]], expressions: Sequence[str], paired: Sequence[str], classifier: str,
+                   device: str, out: str | Path) -> pd.DataFrame:
+    """Score every edit table (by variant) and write the per-(variant, emotion) means, plus a
+    ``mean`` row per variant, as TSV; returns the table."""
+    model, _ = load_classifier(classifier, device)
+    sources, truths = _clips(expressions), _clips(paired)
+    rows = []
+    for variant, paths in edits.items():
+        for path in paths:
+            table = read_expressions(path).sort_values("frame")
+            actor, emotion, clip = table.actor.iloc[0], table.emotion.iloc[0], table["clip"].iloc[0]
+            figures = score_edit(expression_view51(table), _find(sources, actor, "neutral", clip, "source", path),
+                                 _find(truths, actor, emotion, clip, "paired ground-truth", path), emotion, model)
+            rows.append({"variant": variant, "emotion": emotion, "actor": actor, "clip": clip, **figures})
+    scores = pd.DataFrame(rows)
+    per_emotion = scores.groupby(["variant", "emotion"], sort=False)[list(FIGURES)].mean().reset_index()
+    overall = per_emotion.groupby("variant", sort=False)[list(FIGURES)].mean().reset_index().assign(emotion="mean")
+    counts = scores.groupby(["variant", "emotion"], sort=False).size().rename("edits").reset_index()
+    table = pd.concat([per_emotion.merge(counts, on=["variant", "emotion"]),
+                       overall.assign(edits=scores.groupby("variant", sort=False).size().to_numpy())], ignore_index=True)
+    table = table[["variant", "emotion", "edits", *FIGURES]]
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    return table

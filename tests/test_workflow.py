@@ -32,13 +32,18 @@ def _merged(config: dict, overrides: dict) -> dict:
 
 def _expected_jobs(config: dict) -> dict[str, int]:
     """Every rule's job count, from the config: one job per actor, per (actor, emotion) shard,
-    per (visual metric, actor); the SCMC actors are generated and preprocessed too."""
+    per (visual metric, actor); the SCMC actors are generated and preprocessed too. The paired
+    ground truth and the edits are per actor of ``actors``, test clip and non-neutral emotion."""
     actors = config["actors"]
     preprocessed = list(dict.fromkeys(actors + (config["scmc"].get("actors") or actors)))
+    edited = len(actors) * len(config.get("test_clips", ["003"])) * (len(config["emotions"]) - 1)
     once = ("synth_head", "corpus_manifest", "align_audio", "train_scmc_audio", "train_scmc_expression",
-            "train_scmc_image", "finetune_scmc_expression", "finetune_scmc_image", "all")
+            "train_scmc_image", "finetune_scmc_expression", "finetune_scmc_image", "paired_manifest",
+            "train_classifier", "manipulator_ablation", "manipulate_reference", "all")
     return {**dict.fromkeys(once, 1), "synth_corpus": len(preprocessed), "expression_table": len(preprocessed),
-            "preprocess_shard": len(preprocessed) * len(config["emotions"]), "scmc_dists": 2 * len(actors)}
+            "preprocess_shard": len(preprocessed) * len(config["emotions"]), "scmc_dists": 2 * len(actors),
+            "paired_corpus": edited, "paired_preprocess_shard": len(actors) * (len(config["emotions"]) - 1),
+            "paired_expression_table": len(actors), "train_manipulator": 2, "manipulate": 2 * edited}
 
 
 @pytest.mark.parametrize("overrides", [

@@ -166,12 +166,12 @@ class _Step:
         with torch.no_grad():
             s = self._style(path, z, y_trg, x_ref)
             fakes, fake_labels = [nets.generator(x, s)], [y_trg]
-            real = losses.lsgan_real(D(x, y))
             if pseudo is not None and pseudo.mask.any():
                 m = pseudo.mask > 0
                 x_t = self.windows.frames[pseudo.target[m]]
                 fakes.append(nets.generator(x_t, s[m]))
                 fake_labels.append(y_trg[m])
+        real = losses.lsgan_real(D(x, y))
         if pseudo is not None and pseudo.mask.any():
             real = 0.5 * (real + losses.lsgan_real(D(x_t, y_trg[m])))
         return real + losses.lsgan_fake(D(torch.cat(fakes), torch.cat(fake_labels)))

@@ -169,7 +169,7 @@ def test_pseudo_targets_follow_the_retrieval_rules(data):
     valid = found[found != NONE]
     assert len(valid) and (labels[valid] == happy).all()
     distances = pseudo.distances[labels == neutral, happy]
-    assert (np.diff(np.where(np.isfinite(distances), distances, np.inf), axis=1)[np.isfinite(distances[:, 1:])] >= 0).all()  # nearest first
+    assert (np.diff(np.where(np.isfinite(distances), distances, 1e30), axis=1)[np.isfinite(distances[:, 1:])] >= 0).all()  # nearest first
     assert (distances[np.isfinite(distances)] <= thresh).all()
     cross = labels == happy
     has = pseudo.candidates[cross, sad, 0] != NONE
@@ -188,9 +188,10 @@ def trained(data, tmp_path_factory):
     """ned, then scmcl fine-tuned from it, both briefly, and the classifier that judges them."""
     out = tmp_path_factory.mktemp("trained")
     torch.set_num_threads(2)
-    train_manipulator("ned", sizes(), common(), variant("ned", steps=400), inputs(data), "cpu",
+    fast = common(lr=1e-3, mapping_lr=1e-3)  # a few hundred steps instead of NED's epochs
+    train_manipulator("ned", sizes(), fast, variant("ned", steps=400), inputs(data), "cpu",
                       out / "ned_run", out / "ned.pth", out / "ned.tsv")
-    train_manipulator("scmcl", sizes(), common(), variant("scmcl", steps=200, dist_thresh=0.5), inputs(data, out / "ned.pth"),
+    train_manipulator("scmcl", sizes(), fast, variant("scmcl", steps=150, dist_thresh=0.5), inputs(data, out / "ned.pth"),
                       "cpu", out / "scmcl_run", out / "scmcl.pth", out / "scmcl.tsv")
     classifier_settings = ClassifierSettings.from_config(validate_config({"manipulator": {"classifier": {"steps": 300, "hidden_widths": [64]}}}))
     model, _ = train_classifier([data.expressions], EMOTIONS, TEST_CLIPS, classifier_settings, "cpu")
@@ -215,10 +216,12 @@ def test_edits_of_the_test_clip_reach_the_paired_truth_and_keep_the_speech(data,
 def test_training_writes_per_step_metrics(trained):
     out, _ = trained
     ned, scmcl = pd.read_csv(out / "ned.tsv", sep="\t"), pd.read_csv(out / "scmcl.tsv", sep="\t")
-    assert len(ned) == 400 and len(scmcl) == 200
+    assert len(ned) == 400 and len(scmcl) == 150
     assert {"d_latent", "g_reference", "mouth_latent"} <= set(ned.columns)
+    # A discriminator that cannot tell real from fake does best with 0.5 everywhere: LSGAN loss 0.5.
+    assert ned.d_latent.tail(50).mean() < 0.5 and ned.d_reference.tail(50).mean() < 0.5
     assert (scmcl.pseudo_fraction > 0).all() and (scmcl.paired_latent > 0).any() and (scmcl.sim_reference > 0).any()
-    assert ned.lr.iloc[0] == pytest.approx(1e-4) and ned.lr.iloc[-1] < ned.lr.iloc[0]
+    assert ned.lr.iloc[0] == pytest.approx(1e-3) and ned.lr.iloc[-1] < ned.lr.iloc[0]
 
 
 def _train_command(data: Data, out: Path, name: str, steps: int) -> list[str]:

@@ -246,6 +246,8 @@ def manipulator_inputs(wildcards):
     """ned trains on the actors' expression tables; scmcl also on the ned networks, the
     fine-tuned 3DMM metric and each actor's audio distances."""
     inputs = {"expressions": actor_expressions(config["actors"])}
+    if wildcards.variant == "ned" and MANIPULATOR["pretrained"]:
+        inputs["pretrained"] = MANIPULATOR["pretrained"]
     if wildcards.variant == "scmcl":
         inputs |= {"init": "work/manipulator/ned.pth", "metric": "work/scmc/finetune_expression.pt",
                    "windows": expand("work/scmc/dists_expression/{actor}/windows.parquet", actor=config["actors"])}
@@ -263,7 +265,8 @@ def manipulator_data_flags(wildcards, input):
 
 def manipulator_settings(wildcards):
     return " ".join([NETWORK_FLAGS, flags("", ["test_clips"]), flags("scmc.dists", ["seq_len"]),
-                     flags("manipulator.train"), flags(f"manipulator.{wildcards.variant}")])
+                     flags("manipulator.train"), flags(f"manipulator.{wildcards.variant}"),
+                     flags("manipulator", ["pretrained"]) if wildcards.variant == "ned" else ""])
 
 
 def edit_command(reference):

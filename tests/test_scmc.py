@@ -22,7 +22,7 @@ from scmcl.corpus.synth import synth_actor
 from scmcl.io.atomic import write_parquet
 from scmcl.scmc.data import BatchSampler, Pairs
 from scmcl.scmc.dists import actor_clips, actor_distances, write_distance_matrix
-from scmcl.scmc.pairs import Pairing, align_pairs
+from scmcl.scmc.pairs import Pairing, align_pairs, clip_pairs
 from scmcl.scmc.train import DataFiles, JointModels, Settings, finetune, fingerprint, train_encoder
 from scmcl.train.loop import load_published
 from tests.conftest import BIN, REPO, run_cmd, synth_settings
@@ -235,3 +235,19 @@ def test_swapped_weights_fail_before_training(finetuned, files, tmp_path):
     header = load_published(weights)
     assert (header["stage"], header["kind"], header["modality"]) == ("scmc", "finetune", "expression")
     assert header["fingerprint"] != load_published(expression)["fingerprint"]
+
+
+def test_no_test_clip_is_in_a_training_pair(files):
+    """Every SCMC trainer draws its batches from the train split of the aligned pairs."""
+    pairs = pd.read_parquet(files[0] / "pairs.parquet")
+    train = pairs[pairs.split == "train"]
+    assert len(train) and not train.neutral_clip.isin(["003"]).any() and not train["clip"].isin(["003"]).any()
+    assert set(pairs[pairs.split == "val"].neutral_clip) == {"003"}
+
+
+def test_a_pair_with_a_test_clip_on_either_side_is_held_out():
+    manifest = pd.DataFrame({"actor": "A", "emotion": ["neutral"] * 3 + ["disgusted"] * 3, "level": [1] * 3 + [3] * 3,
+                             "clip": ["001", "002", "003", "028", "029", "030"]})
+    pairing = Pairing(count=3, offsets=(("disgusted", 27),), test_clips=("029",))
+    splits = {(src.clip, dst.clip): split for src, dst, _, split in clip_pairs(manifest, pairing)}
+    assert splits == {("001", "028"): "train", ("002", "029"): "val", ("003", "030"): "train"}

@@ -132,6 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_settings(parser, "scmc.dists", ["seq_len"])
         add_settings(parser, "manipulator.train")
         add_settings(parser, f"manipulator.{variant}")
+        if variant == "ned":
+            add_settings(parser, "manipulator", ["pretrained"])
         parser.add_argument("--expressions", nargs="+", required=True, help="per-actor expressions.parquet")
         if variant == "scmcl":
             parser.add_argument("--init", required=True, help="the trained ned networks (XX_nets.pth layout)")

@@ -101,7 +101,7 @@ def finetune_contents(visual: str | None) -> Contents:
     return Contents("scmc", "finetune", visual)
 
 
-def new_encoder(modality: str, pretrained: str = "") -> nn.Module:
+def new_encoder(modality: str, pretrained: str | None) -> nn.Module:
     if modality == "audio":
         return audio_encoder()
     if modality == "expression":

@@ -42,12 +42,22 @@ def repo() -> Path:
     return REPO
 
 
+#: Manipulator networks of a few thousand weights, for workflow runs in tests.
+TINY_MANIPULATOR = {
+    "networks": {"style_size": 4, "mapping_hidden": 8, "lstm_layers": 1, "generator_frame_widths": [16],
+                 "generator_lstm_hidden": 16, "generator_head_widths": [16], "encoder_frame_widths": [16],
+                 "encoder_lstm_hidden": 8, "encoder_head_widths": [8]},
+    "train": {"batch_size": 8, "checkpoint_every": 5}, "ned": {"steps": 10}, "scmcl": {"steps": 6},
+    "classifier": {"steps": 20, "hidden_widths": [16], "batch_size": 32}}
+
+
 def tiny_workflow_config(scmc: dict, **top) -> dict:
-    """Config of the workflow tests: one actor, neutral + happy, two sentences, 64 px, short training."""
-    return {"actors": ["SYN01"], "emotions": ["neutral", "happy"], "data_root": "corpus",
+    """Config of the workflow tests: one actor, neutral + happy, two sentences (002 the test
+    clip), 64 px, short training."""
+    return {"actors": ["SYN01"], "emotions": ["neutral", "happy"], "data_root": "corpus", "test_clips": ["002"],
             "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
             "synthetic": {"sentences": 2, "resolution": 64}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
-            "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, **top}
+            "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, "manipulator": TINY_MANIPULATOR, **top}
 
 
 # A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).

@@ -277,3 +277,40 @@ def test_a_released_checkpoint_is_validated_and_copied(data, tmp_path):
                      "--out", str(tmp_path / "other.pth")])  # NED's default sizes: does not fit
     assert wrong.returncode != 0 and not (tmp_path / "other.pth").exists()
     assert str(released) in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def _edit_command(data: Data, weights: Path, out: Path, *extra: str) -> list[str]:
+    flags = [item for key, value in NETWORKS.items()
+             for item in [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]]
+    manifest = out.parent / "manifest.parquet"
+    if not manifest.exists():
+        write_parquet(data.manifest, manifest)
+    return ["scmcl", "manipulate", "--weights", str(weights), *flags, "--emotions", *EMOTIONS,
+            "--expressions", str(data.expressions), "--manifest", str(manifest), "--actor", ACTOR,
+            "--clip", TEST_CLIPS[0], "--out", str(out), "--record", str(out.with_suffix(".json")), *extra]
+
+
+def test_manipulate_writes_label_reference_and_keyframed_edits(data, trained, tmp_path):
+    out, _ = trained
+    source = _clip(data.expressions, "neutral", TEST_CLIPS[0])
+    zero = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "zero.parquet", "--emotion", "happy", "--intensity", "0"))
+    assert zero.returncode == 0, zero.stderr
+    table = pd.read_parquet(tmp_path / "zero.parquet")
+    assert set(table.emotion) == {"happy"} and list(table.source_frame) == list(range(len(source)))
+    np.testing.assert_array_equal(expression_view51(table), source)
+    ramp = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "ramp.parquet", "--emotion", "happy",
+                                 "--keyframes", "[[0, 0], [1.0, 1]]"))
+    full = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "full.parquet", "--emotion", "happy"))
+    assert ramp.returncode == 0 and full.returncode == 0, ramp.stderr + full.stderr
+    ramped, edited = expression_view51(pd.read_parquet(tmp_path / "ramp.parquet")), expression_view51(pd.read_parquet(tmp_path / "full.parquet"))
+    away = np.linalg.norm(ramped - source, axis=1) / np.linalg.norm(edited - source, axis=1).clip(1e-9)
+    fps = float(data.manifest.fps.iloc[0])
+    np.testing.assert_allclose(away[: int(fps) + 1], np.arange(int(fps) + 1) / fps, atol=1e-4)  # 0 → 1 over 1 s
+    np.testing.assert_allclose(away[int(fps):], 1.0, atol=1e-4)
+    reference = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "ref.parquet", "--emotion", "sad",
+                                      "--reference-expressions", str(data.expressions), "--reference-actor", ACTOR))
+    assert reference.returncode == 0, reference.stderr
+    assert "reference" in (tmp_path / "ref.json").read_text()
+    missing = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "x.parquet", "--emotion", "happy", "--clip", "009"))
+    assert missing.returncode != 0 and "009" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.parquet").exists()

@@ -7,6 +7,9 @@ Figures per edit, then averaged per (variant, emotion) and over emotions:
 - ``dist_source`` / ``dist_edit``: mean over frames of the L2 distance between the 50
   expression coefficients of the source (resp. the edit) and of the paired ground truth; the
   edit should be the closer (the jaw is left out: it is the speech, which both keep);
+- ``static_source`` / ``static_edit``: the same between the clips' mean expressions, the part
+  an emotion shifts (the per-frame distance adds how well the speech's own expression dynamics,
+  lip shapes beyond the jaw, are kept);
 - ``jaw_corr``: Pearson correlation of the edit's jaw opening with the source's (speech kept);
 - ``target_rate``: fraction of edited frames the expression classifier calls the target emotion;
   ``source_neutral_rate``: of source frames it calls neutral; ``truth_target_rate``: of paired
@@ -29,7 +32,7 @@ from scmcl.io.clip_data import CLIP_KEY, expression_view51, read_expressions
 from scmcl.manipulator.classifier import load_classifier, predict
 from scmcl.manipulator.edit import apply_intensity
 
-FIGURES = ("dist_source", "dist_edit", "jaw_corr", "target_rate", "source_neutral_rate", "truth_target_rate",
+FIGURES = ("dist_source", "dist_edit", "static_source", "static_edit", "jaw_corr", "target_rate", "source_neutral_rate", "truth_target_rate",
            "intensity0_max_abs", "intensity05_position")
 
 
@@ -52,6 +55,10 @@ def _row_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a[:, 1:] - b[:, 1:], axis=1).mean())
 
 
+def _static_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a[:, 1:].mean(0) - b[:, 1:].mean(0)))
+
+
 def score_edit(edit: np.ndarray, source: np.ndarray, truth: np.ndarray, target: str, model) -> dict[str, float]:
     """The figures of one edit ((T,51) each; the truth is cut to the common length)."""
     n = min(len(edit), len(truth))
@@ -60,6 +67,7 @@ def score_edit(edit: np.ndarray, source: np.ndarray, truth: np.ndarray, target: 
     half = np.linalg.norm(apply_intensity(source, edit, np.full(len(edit), 0.5)) - source, axis=1)
     moved = full > 1e-9
     return {"dist_source": _row_distance(source[:n], truth[:n]), "dist_edit": _row_distance(edit[:n], truth[:n]),
+            "static_source": _static_distance(source[:n], truth[:n]), "static_edit": _static_distance(edit[:n], truth[:n]),
             "jaw_corr": float(np.corrcoef(edit[:, 0], source[:, 0])[0, 1]),
             "target_rate": float((called(edit) == target).mean()),
             "source_neutral_rate": float((called(source) == "neutral").mean()),

@@ -35,6 +35,7 @@ from scmcl.manipulator.edit import edit_sequence, label_style
 from scmcl.manipulator.networks import ManipulatorNets, NetworkSizes
 from scmcl.manipulator.pseudo import NONE, build_pseudo_targets
 from scmcl.manipulator.train import (
+    ExpressionMetric,
     Inputs,
     TrainerSettings,
     VariantSettings,
@@ -314,3 +315,16 @@ def test_manipulate_writes_label_reference_and_keyframed_edits(data, trained, tm
     missing = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "x.parquet", "--emotion", "happy", "--clip", "009"))
     assert missing.returncode != 0 and "009" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_the_scmc_metric_stays_frozen_in_eval_mode(data):
+    """Defect 16: the original's metric ran in train mode, so its BN statistics drifted."""
+    metric = ExpressionMetric(data.metric, torch.device("cpu"))
+    before = {key: value.clone() for key, value in metric.state_dict().items()}
+    metric.train()
+    assert not any(module.training for module in metric.modules())
+    fake = torch.randn(4, SEQ_LEN, 51, requires_grad=True)
+    metric.distance(fake, torch.randn(4, SEQ_LEN, 51)).sum().backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0  # the loss reaches the generator's output
+    assert all(torch.equal(before[key], value) for key, value in metric.state_dict().items())
+    assert not any(p.requires_grad for p in metric.parameters())

@@ -10,6 +10,7 @@ SCMC audio embedding, is small for the same speech in another emotion.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import time
@@ -43,6 +44,7 @@ from scmcl.manipulator.train import (
     train_manipulator,
 )
 from scmcl.manipulator.windows import every_window, matrix_windows, training_sequences
+from scmcl.options import settings_flags
 from scmcl.scmc.dists import enumerate_windows
 from scmcl.scmc.mfcc import mfcc_per_frame
 from scmcl.scmc.train import JointModels, finetune_contents
@@ -113,6 +115,11 @@ def build_data(root: Path, head_files) -> Data:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, head_files) -> Data:
     return build_data(tmp_path_factory.mktemp("manipulator"), head_files)
+
+
+def network_flags() -> list[str]:
+    """The options that give a ``scmcl manipulator``/``manipulate`` command these networks, as a rule passes them."""
+    return shlex.split(settings_flags(validate_config({"manipulator": {"networks": NETWORKS}}), "manipulator.networks"))
 
 
 def sizes() -> NetworkSizes:
@@ -226,10 +233,7 @@ def test_training_writes_per_step_metrics(trained):
 
 
 def _train_command(data: Data, out: Path, name: str, steps: int) -> list[str]:
-    flags = []
-    for key, value in NETWORKS.items():
-        flags += [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
-    command = ["scmcl", "manipulator", "train", name, *flags, "--emotions", *EMOTIONS, "--expressions", str(data.expressions),
+    command = ["scmcl", "manipulator", "train", name, *network_flags(), "--emotions", *EMOTIONS, "--expressions", str(data.expressions),
                "--steps", str(steps), "--checkpoint-every", "5", "--batch-size", "16", "--run-dir", str(out / "run"),
                "--out", str(out / "nets.pth"), "--metrics", str(out / "metrics.tsv"), "--threads", "1"]
     if name == "scmcl":
@@ -268,9 +272,7 @@ def test_a_released_checkpoint_is_validated_and_copied(data, tmp_path):
     nets = ManipulatorNets(sizes(), len(EMOTIONS))
     released = tmp_path / "05_nets_finetuned.pth"
     save_networks(released, nets)
-    flags = [item for key, value in NETWORKS.items()
-             for item in [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]]
-    ok = run_cmd(["scmcl", "manipulator", "import", "scmcl", str(released), *flags, "--emotions", *EMOTIONS,
+    ok = run_cmd(["scmcl", "manipulator", "import", "scmcl", str(released), *network_flags(), "--emotions", *EMOTIONS,
                   "--out", str(tmp_path / "scmcl.pth")])
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "scmcl.pth").read_bytes() == released.read_bytes()
@@ -281,12 +283,10 @@ def test_a_released_checkpoint_is_validated_and_copied(data, tmp_path):
 
 
 def _edit_command(data: Data, weights: Path, out: Path, *extra: str) -> list[str]:
-    flags = [item for key, value in NETWORKS.items()
-             for item in [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]]
     manifest = out.parent / "manifest.parquet"
     if not manifest.exists():
         write_parquet(data.manifest, manifest)
-    return ["scmcl", "manipulate", "--weights", str(weights), *flags, "--emotions", *EMOTIONS,
+    return ["scmcl", "manipulate", "--weights", str(weights), *network_flags(), "--emotions", *EMOTIONS,
             "--expressions", str(data.expressions), "--manifest", str(manifest), "--actor", ACTOR,
             "--clip", TEST_CLIPS[0], "--out", str(out), "--record", str(out.with_suffix(".json")), *extra]
 

@@ -294,3 +294,9 @@ def expression_view51(table: pd.DataFrame) -> np.ndarray:
     """(N,51) [jaw_open, exp_00..exp_49], the view the SCMC encoder and the manipulator use:
     jaw_open is the jaw's x-axis rotation (mouth opening)."""
     return table[[JAW_POSE_COLUMNS[0], *EXP_COLUMNS]].to_numpy(np.float32)
+
+
+def expression_clips(rows: pd.DataFrame) -> dict[tuple, np.ndarray]:
+    """The (T,51) ``expression_view51`` frames of every clip in expression-table rows, in frame
+    order, by clip key (actor, emotion, level, clip) in key order."""
+    return {tuple(key): expression_view51(group.sort_values("frame")) for key, group in rows.groupby(CLIP_KEY)}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from scmcl.io.atomic import atomic_path
-from scmcl.io.clip_data import CLIP_KEY, expression_view51, read_expressions
+from scmcl.io.clip_data import expression_clips, expression_view51, read_expressions
 from scmcl.manipulator.classifier import load_classifier, predict
 from scmcl.manipulator.edit import apply_intensity
 
@@ -39,8 +39,7 @@ FIGURES = ("dist_source", "dist_edit", "static_source", "static_edit", "jaw_corr
 def _clips(tables: Sequence[str]) -> dict[tuple, np.ndarray]:
     clips = {}
     for path in tables:
-        for key, rows in read_expressions(path).groupby(CLIP_KEY):
-            clips[tuple(key)] = expression_view51(rows.sort_values("frame"))
+        clips |= expression_clips(read_expressions(path))
     return clips
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from scmcl.device import resolve_device
-from scmcl.io.clip_data import CLIP_KEY, clip_id, expression_view51, read_expressions
+from scmcl.io.clip_data import clip_id, expression_clips, read_expressions
 from scmcl.manipulator.networks import FRAME_SIZE
 from scmcl.train.loop import (
     Contents,
@@ -107,12 +107,11 @@ def predict(model: EmotionClassifier, frames51: np.ndarray) -> tuple[list[str], 
 
 def _clips(expression_tables: Iterable, emotions: Sequence[str]) -> list[tuple[tuple, np.ndarray]]:
     """(clip key, (T,51) frames) of every clip of a configured emotion, in key order."""
-    clips = []
+    clips = {}
     for table in expression_tables:
         rows = read_expressions(table)
-        for key, group in rows[rows.emotion.isin(emotions)].groupby(CLIP_KEY):
-            clips.append((tuple(key), expression_view51(group.sort_values("frame"))))
-    return sorted(clips, key=lambda clip: clip[0])
+        clips |= expression_clips(rows[rows.emotion.isin(emotions)])
+    return sorted(clips.items(), key=lambda clip: clip[0])
 
 
 def train_classifier(expression_tables: Iterable[str | os.PathLike | pd.DataFrame], emotions: Sequence[str],

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
+from scmcl.job import setup_job
 from scmcl.options import add_settings
 
 VARIANTS = ("ned", "scmcl")
 
 
-def _setup(args: argparse.Namespace) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
-
 def _sizes(args: argparse.Namespace):
     from scmcl.manipulator.networks import NetworkSizes
 
-    return NetworkSizes(**{key: tuple(value) if isinstance(value, list) else value
-                           for key, value in vars(args).items() if key in NetworkSizes.__dataclass_fields__})
+    return NetworkSizes.from_values(vars(args))
 
 
 def _nets(args: argparse.Namespace):
@@ -41,7 +33,7 @@ def _train(args: argparse.Namespace) -> int:
         train_manipulator,
     )
 
-    _setup(args)
+    setup_job(args.threads)
     common = TrainerSettings(**{key: getattr(args, key) for key in TrainerSettings.__dataclass_fields__})
     settings = VariantSettings(**{key: getattr(args, key, None) for key in VariantSettings.__dataclass_fields__})
     inputs = Inputs(expressions=tuple(args.expressions), emotions=tuple(args.emotions), test_clips=tuple(args.test_clips),
@@ -75,7 +67,7 @@ def _classifier(args: argparse.Namespace) -> int:
         train_classifier,
     )
 
-    _setup(args)
+    setup_job(args.threads)
     settings = ClassifierSettings(**{key: getattr(args, key) for key in ClassifierSettings.__dataclass_fields__})
     model, report = train_classifier(args.expressions, args.emotions, args.test_clips, settings, args.device)
     save_classifier(args.out, model, report)
@@ -89,7 +81,7 @@ def _classifier(args: argparse.Namespace) -> int:
 def _manipulate(args: argparse.Namespace) -> int:
     from scmcl.manipulator.run_edit import EditRequest, run_edit
 
-    _setup(args)
+    setup_job(args.threads)
     request = EditRequest(expressions=args.expressions, manifest=args.manifest, actor=args.actor,
                           source=(args.source_emotion, args.level, args.clip), emotion=args.emotion,
                           reference=args.reference_expressions, reference_actor=args.reference_actor,
@@ -104,7 +96,7 @@ def _manipulate(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     from scmcl.manipulator.ablation import ablation_table
 
-    _setup(args)
+    setup_job(args.threads)
     edits = {}
     for item in args.edits:
         variant, _, path = item.partition("=")

@@ -40,8 +40,13 @@ class NetworkSizes:
     @classmethod
     def from_config(cls, config: dict) -> NetworkSizes:
         """From a validated config (``config["manipulator"]["networks"]``)."""
-        section = config["manipulator"]["networks"]
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in section.items()})
+        return cls.from_values(config["manipulator"]["networks"])
+
+    @classmethod
+    def from_values(cls, values: dict) -> NetworkSizes:
+        """From the section's values (lists as the config and the options hold them); other keys are ignored."""
+        return cls(**{key: tuple(value) if isinstance(value, list) else value
+                      for key, value in values.items() if key in cls.__dataclass_fields__})
 
 
 def he_init(module: nn.Module) -> None:

@@ -104,7 +104,8 @@ def build_pseudo_targets(windows: WindowSet, matrix_dirs: dict[str, str | Path],
                 continue
             path = Path(folder) / f"{emotion}.npy"
             matrix = np.array(np.load(path, mmap_mode="r"), dtype=np.float32)
-            rows = _positions(windows, actor, "neutral", matrix.shape[0])
+            if rows is None:  # the neutral windows are every matrix's rows
+                rows = _positions(windows, actor, "neutral", matrix.shape[0])
             cols[emotion] = _positions(windows, actor, emotion, matrix.shape[1])
             matrix[rows == NONE, :] = np.inf
             matrix[:, cols[emotion] == NONE] = np.inf
@@ -123,7 +124,7 @@ def build_pseudo_targets(windows: WindowSet, matrix_dirs: dict[str, str | Path],
             found, values = _nearest(matrix[:, col_sources].T, topk)  # emotion → neutral
             table.candidates[sources_e, neutral, :found.shape[1]] = np.where(found != NONE, rows[found], NONE)
             table.distances[sources_e, neutral, :found.shape[1]] = values
-            j, d_j = _nearest(matrix[:, col_sources].T, 1)  # emotion → other emotion, via neutral j
+            j, d_j = found[:, :1], values[:, :1]  # emotion → other emotion, via the nearest neutral j
             for other, other_matrix in matrices.items():
                 if other == emotion:
                     continue

@@ -18,6 +18,7 @@ from scmcl.io.atomic import atomic_path, write_parquet
 from scmcl.io.clip_data import (
     CLIP_KEY,
     clip_id,
+    expression_clips,
     expression_view51,
     read_expressions,
     read_table,
@@ -66,7 +67,7 @@ def _reference_clips(request: EditRequest) -> list[np.ndarray]:
     if rows.empty:
         raise ValueError(f"{request.reference} has no {request.emotion} clip of {request.reference_actor}: "
                          "the reference style comes from the reference actor's clips of the target emotion")
-    return [expression_view51(group.sort_values("frame")) for _, group in rows.groupby(CLIP_KEY)]
+    return list(expression_clips(rows).values())
 
 
 def run_edit(request: EditRequest, nets: ManipulatorNets, emotions: Sequence[str], weights: str, device: str,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scmcl.io.clip_data import CLIP_KEY, expression_view51, read_expressions, read_table
+from scmcl.io.clip_data import CLIP_KEY, expression_clips, read_expressions, read_table
 
 #: Per window: its clip, first frame, and (scmcl windows) its row within its emotion in the
 #: distance matrices of its actor.
@@ -48,9 +48,7 @@ def training_sequences(expression_tables: Iterable[str | os.PathLike | pd.DataFr
     sequences = {}
     for table in expression_tables:
         rows = read_expressions(table)
-        rows = rows[rows.emotion.isin(emotions) & ~rows["clip"].isin(test_clips)]
-        for key, group in rows.groupby(CLIP_KEY):
-            sequences[tuple(key)] = expression_view51(group.sort_values("frame"))
+        sequences |= expression_clips(rows[rows.emotion.isin(emotions) & ~rows["clip"].isin(test_clips)])
     if not sequences:
         raise ValueError(f"no training clip in the expression tables (emotions {', '.join(emotions)}, "
                          f"test clips {', '.join(test_clips)} excluded)")

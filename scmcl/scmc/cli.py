@@ -7,19 +7,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from scmcl.job import setup_job
 from scmcl.options import add_settings, schema_node
 
 MODALITIES = ("audio", "expression", "image")
 VISUAL = ("expression", "image")
 #: The ``scmc`` settings every trainer takes (``scmc.<stage>_<modality>`` adds its own).
 TRAINER_SETTINGS = ("batch_size", "image_crop", "image_tau", "seed", "checkpoint_every", "eval_batches")
-
-
-def _setup(args: argparse.Namespace) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
 
 def _align(args: argparse.Namespace) -> int:
@@ -62,7 +56,7 @@ def _settings(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     from scmcl.scmc.train import train_encoder
 
-    _setup(args)
+    setup_job(args.threads)
     figures = train_encoder(args.modality, _data(args), _settings(args), args.run_dir, args.out, args.metrics, args.eval)
     print(f"{args.modality} encoder -> {args.out}; held-out top-5 retrieval {figures['top5']:.3f} (chance {figures['chance_top5']:.3f})")
     return 0
@@ -71,7 +65,7 @@ def _train(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from scmcl.scmc.train import finetune
 
-    _setup(args)
+    setup_job(args.threads)
     figures = finetune(args.visual, _data(args), _settings(args), args.audio_weights, args.visual_weights,
                        args.run_dir, args.out, args.metrics, args.eval)
     before, after = figures["before"], figures["after"]
@@ -94,7 +88,7 @@ def _dists(args: argparse.Namespace) -> int:
     from scmcl.scmc.dists import actor_clips, actor_distances
     from scmcl.scmc.train import JointModels
 
-    _setup(args)
+    setup_job(args.threads)
     device = resolve_device(args.device)
     models = JointModels.load(args.weights, device)
     clips = actor_clips(args.manifest, args.expressions, args.actor)

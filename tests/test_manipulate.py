@@ -18,7 +18,7 @@ from scmcl.manipulator.networks import FRAME_SIZE, ManipulatorNets, NetworkSizes
 from tests.helpers import assert_float32_close
 
 SEQ_LEN = 10
-SMALL = NetworkSizes(style_size=6, latent_size=4, mapping_hidden=8, lstm_layers=1,
+SMALL = NetworkSizes(generator_residual=True, style_size=6, latent_size=4, mapping_hidden=8, lstm_layers=1,
                      generator_frame_widths=(16,), generator_lstm_hidden=8, generator_head_widths=(16,),
                      encoder_frame_widths=(16,), encoder_lstm_hidden=8, encoder_head_widths=(8,))
 N_EMOTIONS = 3

@@ -11,6 +11,7 @@ import torch
 from scmcl.config import validate_config
 from scmcl.manipulator import (NETWORK_KEYS, ManipulatorNets, ManipulatorWeightsError, NetworkSizes, load_networks,
                                save_networks)
+from scmcl.manipulator.checkpoint import RESIDUAL_KEY
 from scmcl.options import schema_default
 
 
@@ -87,7 +88,7 @@ def _outputs(nets: ManipulatorNets, inputs: dict[str, torch.Tensor]) -> dict[str
 
 
 def test_schema_defaults_are_the_paper_sizes() -> None:
-    assert PAPER == NetworkSizes(style_size=16, latent_size=4, mapping_hidden=64, lstm_layers=2,
+    assert PAPER == NetworkSizes(generator_residual=True, style_size=16, latent_size=4, mapping_hidden=64, lstm_layers=2,
                                  generator_frame_widths=(512, 512), generator_lstm_hidden=512,
                                  generator_head_widths=(1024, 1024), encoder_frame_widths=(512, 256),
                                  encoder_lstm_hidden=128, encoder_head_widths=(128, 64))
@@ -130,7 +131,7 @@ def test_he_init_on_linear_layers_default_lstm(nets: ManipulatorNets) -> None:
 
 def test_file_is_the_official_container(nets: ManipulatorNets, saved: Path) -> None:
     payload = torch.load(saved, weights_only=True)
-    assert list(payload) == list(NETWORK_KEYS)
+    assert list(payload) == [*NETWORK_KEYS, RESIDUAL_KEY] and payload[RESIDUAL_KEY] is True
     for name in NETWORK_KEYS:
         assert {key: tuple(value.shape) for key, value in payload[name].items()} == OFFICIAL_LAYOUT[name]
 
@@ -144,10 +145,31 @@ def test_saved_file_loads_strictly_with_identical_outputs(nets, inputs, saved) -
         assert torch.equal(loaded[name], expected[name]), name
 
 
+def test_generator_residual_adds_the_input(nets: ManipulatorNets, inputs: dict[str, torch.Tensor]) -> None:
+    absolute = _nets(seed=0, sizes=dataclasses.replace(PAPER, generator_residual=False))
+    with torch.no_grad():
+        head = absolute.generator(inputs["x"], inputs["style"])
+    assert torch.equal(_outputs(nets, inputs)["generator"], inputs["x"] + head)
+
+
+def test_released_file_without_the_key_is_absolute(nets, inputs, saved, tmp_path: Path) -> None:
+    """NED's and SCMCL's files hold the four networks only: their generator re-synthesises frames."""
+    path = tmp_path / "20_nets.pth"
+    torch.save({name: state for name, state in torch.load(saved, weights_only=True).items() if name in NETWORK_KEYS}, path)
+    released = load_networks(path, _nets(seed=4))
+    assert released.generator.residual is False
+    with torch.no_grad():
+        head = nets.generator.frames(torch.cat([inputs["x"], inputs["style"][:, None].expand(-1, SEQ_LEN, -1)], dim=2))
+    assert torch.equal(_outputs(released, inputs)["generator"], head)
+    ours = tmp_path / "ours.pth"
+    save_networks(ours, released)
+    assert load_networks(ours, _nets(seed=4)).generator.residual is False  # the choice travels with the weights
+
+
 def test_data_parallel_prefixed_file_loads(nets, inputs, saved, tmp_path: Path) -> None:
     payload = torch.load(saved, weights_only=True)
     path = tmp_path / "20_nets.pth"
-    torch.save({name: {f"module.{key}": value for key, value in state.items()} for name, state in payload.items()}, path)
+    torch.save({name: {f"module.{key}": value for key, value in payload[name].items()} for name in NETWORK_KEYS}, path)
     fresh = load_networks(path, _nets(seed=6))
     assert torch.equal(_outputs(fresh, inputs)["style_encoder"], _outputs(nets, inputs)["style_encoder"])
 
@@ -173,6 +195,7 @@ def _renamed(payload: dict) -> dict:
      "style_encoder is a Tensor, not a state dict"),
     (lambda path, payload: torch.save({k: {"state": {}, "param_groups": []} for k in NETWORK_KEYS}, path),
      "holds optimizer states (an XX_optims.pth), not network weights"),
+    (lambda path, payload: torch.save(payload | {RESIDUAL_KEY: 1}, path), "generator_residual is 1, not true or false"),
     (lambda path, payload: torch.save(_renamed(payload), path),
      "does not have NED's manipulator layout: generator has missing 1 (seq1.0.weight) and unexpected 1 (seq1.0.w) "
      "parameters; the number of emotions"),

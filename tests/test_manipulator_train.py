@@ -33,7 +33,7 @@ from scmcl.manipulator.ablation import score_edit
 from scmcl.manipulator.checkpoint import load_networks, save_networks
 from scmcl.manipulator.classifier import ClassifierSettings, train_classifier
 from scmcl.manipulator.edit import edit_sequence, label_style
-from scmcl.manipulator.networks import ManipulatorNets, NetworkSizes
+from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets, NetworkSizes
 from scmcl.manipulator.pseudo import NONE, build_pseudo_targets
 from scmcl.manipulator.train import (
     ExpressionMetric,
@@ -196,10 +196,11 @@ def trained(data, tmp_path_factory):
     """ned, then scmcl fine-tuned from it, both briefly, and the classifier that judges them."""
     out = tmp_path_factory.mktemp("trained")
     torch.set_num_threads(2)
-    fast = common(lr=1e-3, mapping_lr=1e-3)  # a few hundred steps instead of NED's epochs
-    train_manipulator("ned", sizes(), fast, variant("ned", steps=400), inputs(data), "cpu",
+    fast = {"lr": 1e-3, "mapping_lr": 1e-3}  # a few hundred steps instead of NED's epochs
+    train_manipulator("ned", sizes(), common(), variant("ned", steps=400, **fast), inputs(data), "cpu",
                       out / "ned_run", out / "ned.pth", out / "ned.tsv")
-    train_manipulator("scmcl", sizes(), fast, variant("scmcl", steps=150, dist_thresh=0.5), inputs(data, out / "ned.pth"),
+    train_manipulator("scmcl", sizes(), common(), variant("scmcl", steps=150, dist_thresh=0.5, lr=3e-4, mapping_lr=3e-4),
+                      inputs(data, out / "ned.pth"),
                       "cpu", out / "scmcl_run", out / "scmcl.pth", out / "scmcl.tsv")
     classifier_settings = ClassifierSettings.from_config(validate_config({"manipulator": {"classifier": {"steps": 300, "hidden_widths": [64]}}}))
     model, _ = train_classifier([data.expressions], EMOTIONS, TEST_CLIPS, classifier_settings, "cpu")
@@ -261,7 +262,8 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(data, tmp_path, 
     run_cmd(_train_command(data, killed, name, steps), cwd=tmp_path).check_returncode()
     a = torch.load(straight / "nets.pth", weights_only=True)
     b = torch.load(killed / "nets.pth", weights_only=True)
-    for network in a:
+    assert a.keys() == b.keys() and a["generator_residual"] == b["generator_residual"]
+    for network in NETWORK_KEYS:
         for key in a[network]:
             assert torch.equal(a[network][key], b[network][key]), (network, key)
     metrics = pd.read_csv(killed / "metrics.tsv", sep="\t")

@@ -4,12 +4,16 @@ The file is ``torch.save({'generator': sd, 'mapping_network': sd, 'style_encoder
 'discriminator': sd})`` of plain state dicts (NED's ``CheckpointIO``). Files are read
 weights-only and loaded strictly; a file that does not fit is one ``ManipulatorWeightsError``
 naming it and what is wrong, checked before any network is touched.
+
+Our files add one entry, ``generator_residual`` (a bool), which NED's loader, reading the four
+networks by name, ignores; a file without it is NED's absolute-output generator.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+import logging
 from typing import Mapping
 
 import torch
@@ -18,6 +22,10 @@ from scmcl.io.atomic import atomic_path
 from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets
 from scmcl.train.loop import UnreadableTorchFile, read_torch
 
+log = logging.getLogger(__name__)
+
+#: Our entry beside NED's four: whether the generator's output is a residual (absent: NED's absolute output).
+RESIDUAL_KEY = "generator_residual"
 _SHOWN = 3
 _DATA_PARALLEL = "module."
 
@@ -29,7 +37,8 @@ class ManipulatorWeightsError(ValueError):
 def save_networks(path: str | os.PathLike, nets: ManipulatorNets) -> None:
     """Write the official container atomically, so NED's own code can load what we train."""
     with atomic_path(path) as tmp:
-        torch.save({name: net.state_dict() for name, net in nets.networks().items()}, tmp)
+        torch.save({name: net.state_dict() for name, net in nets.networks().items()}
+                   | {RESIDUAL_KEY: nets.generator.residual}, tmp)
 
 
 def _read(path: Path) -> dict:
@@ -54,6 +63,8 @@ def _read(path: Path) -> dict:
             raise ManipulatorWeightsError(f"{path}: {name} is a {type(entry).__name__}, not a state dict")
         if {"state", "param_groups"} <= entry.keys():
             raise ManipulatorWeightsError(f"{path} holds optimizer states (an XX_optims.pth), not network weights")
+    if not isinstance(payload.get(RESIDUAL_KEY, False), bool):
+        raise ManipulatorWeightsError(f"{path}: {RESIDUAL_KEY} is {payload[RESIDUAL_KEY]!r}, not true or false")
     return payload
 
 
@@ -97,7 +108,9 @@ def _shape_problems(name: str, expected: Mapping[str, torch.Tensor], state: Mapp
 
 def load_networks(path: str | os.PathLike, nets: ManipulatorNets) -> ManipulatorNets:
     """Load an official-layout file (or a DataParallel-prefixed one) into ``nets`` with
-    strict=True; every network is checked first, so a bad file leaves ``nets`` untouched."""
+    strict=True; every network is checked first, so a bad file leaves ``nets`` untouched. The
+    generator takes the file's output mode, whatever ``nets`` was built with: the weights were
+    trained for it."""
     path = Path(path)
     payload = _read(path)
     states = {name: _unwrap(payload[name]) for name in NETWORK_KEYS}
@@ -114,4 +127,9 @@ def load_networks(path: str | os.PathLike, nets: ManipulatorNets) -> Manipulator
                                       "manipulator.networks sizes and the number of emotions must match the checkpoint's")
     for name, net in nets.networks().items():
         net.load_state_dict(states[name], strict=True)
+    residual = payload.get(RESIDUAL_KEY, False)
+    if residual != nets.generator.residual:
+        log.info("%s: its generator is %s, as it was trained; manipulator.networks.generator_residual applies to "
+                 "training from scratch only", path, "residual" if residual else "absolute (NED's)")
+    nets.generator.residual = residual
     return nets

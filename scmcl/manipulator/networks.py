@@ -26,6 +26,7 @@ NETWORK_KEYS = ("generator", "mapping_network", "style_encoder", "discriminator"
 class NetworkSizes:
     """The config section ``manipulator.networks``; no defaults, the schema holds them."""
 
+    generator_residual: bool
     style_size: int
     latent_size: int
     mapping_hidden: int
@@ -85,16 +86,23 @@ class _Recurrent(nn.Module):
 
 
 class Generator(_Recurrent):
-    """(B,T,51) expressions + (B,style) code → (B,T,51) edited expressions (absolute values,
-    not a residual: NED's generator re-synthesises every frame)."""
+    """(B,T,51) expressions + (B,style) code → (B,T,51) edited expressions.
+
+    NED's generator re-synthesises every frame (``residual=False``, what its released weights
+    expect); with ``residual=True`` it adds its output to the input, so an edit starts from the
+    source's own per-coefficient speech dynamics. The choice has no parameters of its own: it
+    travels in our weight files beside the state dicts (``checkpoint.py``).
+    """
 
     def __init__(self, style_size: int, frame_widths: Sequence[int], lstm_hidden: int, lstm_layers: int,
-                 head_widths: Sequence[int]) -> None:
+                 head_widths: Sequence[int], residual: bool) -> None:
         super().__init__(FRAME_SIZE + style_size, frame_widths, lstm_hidden, lstm_layers, head_widths, FRAME_SIZE)
+        self.residual = residual
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         style = style[:, None, :].expand(-1, x.shape[1], -1)
-        return self.frames(torch.cat([x, style], dim=2))
+        out = self.frames(torch.cat([x, style], dim=2))
+        return x + out if self.residual else out
 
 
 class StyleEncoder(_Recurrent):
@@ -144,7 +152,7 @@ class ManipulatorNets(nn.Module):
     def __init__(self, sizes: NetworkSizes, n_emotions: int) -> None:
         super().__init__()
         self.generator = Generator(sizes.style_size, sizes.generator_frame_widths, sizes.generator_lstm_hidden,
-                                   sizes.lstm_layers, sizes.generator_head_widths)
+                                   sizes.lstm_layers, sizes.generator_head_widths, sizes.generator_residual)
         self.mapping_network = MappingNetwork(sizes.latent_size, sizes.mapping_hidden, sizes.style_size, n_emotions)
         self.style_encoder = StyleEncoder(sizes.style_size, sizes.encoder_frame_widths, sizes.encoder_lstm_hidden,
                                           sizes.lstm_layers, sizes.encoder_head_widths)

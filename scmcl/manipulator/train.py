@@ -55,8 +55,6 @@ class TrainerSettings:
     """Config ``manipulator.train``: what both variants share."""
 
     batch_size: int
-    lr: float
-    mapping_lr: float
     beta1: float
     beta2: float
     style_weight: float
@@ -72,6 +70,8 @@ class VariantSettings:
 
     steps: int
     decay: float
+    lr: float
+    mapping_lr: float
     pretrained: str | None
     dist_thresh: float | None
     topk: int | None
@@ -279,7 +279,7 @@ def train_manipulator(variant: str, sizes: NetworkSizes, common: TrainerSettings
         load_networks(start, nets)
     nets.to(torch_device)
     betas = (common.beta1, common.beta2)
-    optimizers = {name: torch.optim.Adam(net.parameters(), lr=common.mapping_lr if name == "mapping_network" else common.lr,
+    optimizers = {name: torch.optim.Adam(net.parameters(), lr=settings.mapping_lr if name == "mapping_network" else settings.lr,
                                          betas=betas) for name, net in nets.networks().items()}
     schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(settings.steps, settings.decay))
                   for name, opt in optimizers.items()}

@@ -11,23 +11,21 @@ networks by name, ignores; a file without it is NED's absolute-output generator.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-import logging
 from typing import Mapping
 
 import torch
 
 from scmcl.io.atomic import atomic_path
+from scmcl.io.state_dicts import layout_problems, read_weights, shape_problems, unwrap_data_parallel
 from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets
-from scmcl.train.loop import UnreadableTorchFile, read_torch
 
 log = logging.getLogger(__name__)
 
 #: Our entry beside NED's four: whether the generator's output is a residual (absent: NED's absolute output).
 RESIDUAL_KEY = "generator_residual"
-_SHOWN = 3
-_DATA_PARALLEL = "module."
 
 
 class ManipulatorWeightsError(ValueError):
@@ -42,14 +40,7 @@ def save_networks(path: str | os.PathLike, nets: ManipulatorNets) -> None:
 
 
 def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"manipulator weights {path} not found")
-    try:
-        payload = read_torch(path, "cpu")
-    except UnreadableTorchFile as err:
-        raise ManipulatorWeightsError(
-            f"{path} cannot be read as a weights-only torch file (empty, truncated, not written by torch.save, "
-            f"or holding pickled objects; {err})") from err
+    payload = read_weights(path, "manipulator weights", ManipulatorWeightsError)
     if not isinstance(payload, Mapping):
         raise ManipulatorWeightsError(f"{path} holds a {type(payload).__name__}, not the manipulator's dict of "
                                       f"state dicts ({', '.join(NETWORK_KEYS)})")
@@ -68,44 +59,6 @@ def _read(path: Path) -> dict:
     return payload
 
 
-def _unwrap(state: Mapping) -> dict:
-    """Drop the ``module.`` prefix of a state dict taken from an ``nn.DataParallel`` wrapper.
-
-    NED wraps every network in DataParallel on GPU and saves ``net.module.state_dict()``, so its
-    released files are plain; a file saved from the wrapper itself (``net.state_dict()``, as a
-    user's own NED run or re-save may do) holds the same weights with every key prefixed.
-    """
-    if state and all(str(key).startswith(_DATA_PARALLEL) for key in state):
-        return {key[len(_DATA_PARALLEL):]: value for key, value in state.items()}
-    return dict(state)
-
-
-def _some(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOWN])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > _SHOWN else ''})"
-
-
-def _shape(value: object) -> str:
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
-
-
-def _layout_problems(name: str, expected: Mapping[str, torch.Tensor], state: Mapping) -> list[str]:
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing {_some(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_some(unexpected)}")
-    return [f"{name} has {' and '.join(problems)} parameters"] if problems else []
-
-
-def _shape_problems(name: str, expected: Mapping[str, torch.Tensor], state: Mapping) -> list[str]:
-    return [f"{name}.{key} is {_shape(state[key])} in the file but {tuple(value.shape)} here"
-            for key, value in expected.items()
-            if key in state and not (isinstance(state[key], torch.Tensor) and state[key].shape == value.shape)]
-
-
 def load_networks(path: str | os.PathLike, nets: ManipulatorNets) -> ManipulatorNets:
     """Load an official-layout file (or a DataParallel-prefixed one) into ``nets`` with
     strict=True; every network is checked first, so a bad file leaves ``nets`` untouched. The
@@ -113,14 +66,14 @@ def load_networks(path: str | os.PathLike, nets: ManipulatorNets) -> Manipulator
     trained for it."""
     path = Path(path)
     payload = _read(path)
-    states = {name: _unwrap(payload[name]) for name in NETWORK_KEYS}
+    states = {name: unwrap_data_parallel(payload[name]) for name in NETWORK_KEYS}
     expected = {name: net.state_dict() for name, net in nets.networks().items()}
-    layout = [problem for name in NETWORK_KEYS for problem in _layout_problems(name, expected[name], states[name])]
+    layout = [problem for name in NETWORK_KEYS for problem in layout_problems(name, expected[name], states[name])]
     if layout:
         raise ManipulatorWeightsError(f"{path} does not have NED's manipulator layout: {'; '.join(layout)}; the number "
                                       "of emotions, manipulator.networks.lstm_layers and the lengths of its width lists "
                                       "must match the checkpoint's")
-    shapes = [problem for name in NETWORK_KEYS for problem in _shape_problems(name, expected[name], states[name])]
+    shapes = [problem for name in NETWORK_KEYS for problem in shape_problems(name, expected[name], states[name])]
     if shapes:
         more = f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""
         raise ManipulatorWeightsError(f"{path} does not fit the configured networks: {shapes[0]}{more}; the "

@@ -1,0 +1,1 @@
+"""NED's per-actor neural face renderer (method.md §5)."""

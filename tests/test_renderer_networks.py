@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scmcl.renderer.checkpoint import RendererWeightsError, load_generator, save_generator
-from scmcl.renderer.networks import FRAME_CHANNELS, RGB, Generator, RendererSizes
+from scmcl.renderer.checkpoint import RendererWeightsError, load_network, save_network
+from scmcl.renderer.networks import FRAME_CHANNELS, RGB, DiscriminatorSizes, Generator, MultiscaleDiscriminator, RendererSizes
 from tests.helpers import assert_float32_close
 
 PAPER = RendererSizes(ngf=64, downsample=3, blocks=9, frames=3)
@@ -103,14 +103,14 @@ def test_output_is_masked_and_eval_mode_keeps_instance_statistics(inputs) -> Non
 def test_saved_file_loads_strictly_with_identical_outputs(inputs, tmp_path: Path) -> None:
     path = tmp_path / "20_net_G.pth"
     source = _generator(2).eval()
-    save_generator(path, source)
+    save_network(path, source)
     assert list(torch.load(path, weights_only=True)) == [key for key, _ in official_layout(8, 2, 3, 3)]
     fresh = _generator(5).eval()
     assert not torch.equal(_render(fresh, inputs), _render(source, inputs))
-    assert torch.equal(_render(load_generator(path, fresh), inputs), _render(source, inputs))
+    assert torch.equal(_render(load_network(path, fresh), inputs), _render(source, inputs))
     prefixed = tmp_path / "wrapped_net_G.pth"
     torch.save({f"module.{key}": value for key, value in source.state_dict().items()}, prefixed)
-    assert torch.equal(_render(load_generator(prefixed, _generator(6).eval()), inputs), _render(source, inputs))
+    assert torch.equal(_render(load_network(prefixed, _generator(6).eval()), inputs), _render(source, inputs))
 
 
 def _one_alias(state: dict) -> dict:
@@ -119,7 +119,7 @@ def _one_alias(state: dict) -> dict:
 
 @pytest.mark.parametrize("write, message", [
     (lambda path, state: path.write_bytes(b""), "cannot be read as a weights-only torch file"),
-    (lambda path, state: torch.save([state], path), "holds a list, not the generator's state dict"),
+    (lambda path, state: torch.save([state], path), "holds a list, not a network's state dict"),
     (lambda path, state: torch.save({"rendererG": {f"netG.{k}": v for k, v in state.items()}}, path),
      "is SCMCL's bundle of every network (%02d_nets.pth); use the generator it exports, export/01_net_G.pth"),
     (lambda path, state: torch.save(_one_alias(state), path),
@@ -133,7 +133,7 @@ def test_wrong_file_is_one_clear_error(write, message, tmp_path: Path) -> None:
     target = _generator(8)
     before = {key: value.clone() for key, value in target.state_dict().items()}
     with pytest.raises(RendererWeightsError) as info:
-        load_generator(path, target)
+        load_network(path, target)
     text = str(info.value)
     assert text.startswith(str(path)) and message in text and "\n" not in text
     assert all(torch.equal(value, before[key]) for key, value in target.state_dict().items())  # untouched
@@ -141,12 +141,46 @@ def test_wrong_file_is_one_clear_error(write, message, tmp_path: Path) -> None:
 
 def test_other_widths_name_the_tensor_and_both_shapes(tmp_path: Path) -> None:
     path = tmp_path / "01_net_G.pth"
-    save_generator(path, _generator(9))
+    save_network(path, _generator(9))
     with pytest.raises(RendererWeightsError, match=r"generator\.model_down_seg\.1\.weight is \(8, 27, 7, 7\) in the "
                                                     r"file but \(16, 27, 7, 7\) here \(\+\d+ more\)"):
-        load_generator(path, _generator(9, RendererSizes(ngf=16, downsample=2, blocks=3, frames=3)))
+        load_network(path, _generator(9, RendererSizes(ngf=16, downsample=2, blocks=3, frames=3)))
+
+
+def official_discriminator_layout(ndf: int = 64, layers: int = 3, scales: int = 2) -> list[tuple[str, tuple]]:
+    """NED's MultiscaleDiscriminator(12, ndf, n_layers_D, num_D, getIntermFeat=True) state dict:
+    stages as scale<i>_layer<j>, InstanceNorm statistics on every middle stage."""
+    keys: list[tuple[str, tuple]] = []
+    for i in range(scales):
+        width_in, width = 12, min(64, ndf * 2 ** (scales - 1 - i))
+        for j in range(layers + 2):
+            out = 1 if j == layers + 1 else width if j == 0 else min(width_in * 2, 512)
+            keys += [(f"scale{i}_layer{j}.0.weight", (out, width_in, 4, 4)), (f"scale{i}_layer{j}.0.bias", (out,))]
+            if 0 < j <= layers:
+                keys += [(f"scale{i}_layer{j}.1.{k}", (out,)) for k in ("running_mean", "running_var")]
+                keys.append((f"scale{i}_layer{j}.1.num_batches_tracked", ()))
+            width_in = out
+    return keys
+
+
+def test_paper_discriminator_has_the_official_keys_and_patch_sizes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    discriminator = MultiscaleDiscriminator(DiscriminatorSizes(ndf=64, layers=3, scales=2))
+    assert [(key, tuple(value.shape)) for key, value in discriminator.state_dict().items()] == official_discriminator_layout()
+    assert sum(p.numel() for p in discriminator.parameters()) == 5_547_906
+    with torch.no_grad():
+        features = discriminator(torch.rand(1, FRAME_CHANNELS, 256, 256), torch.rand(1, RGB, 256, 256) * 2 - 1)
+    assert [len(stages) for stages in features] == [5, 5]
+    assert [tuple(stages[-1].shape) for stages in features] == [(1, 1, 35, 35), (1, 1, 19, 19)]  # full size first
+    save_network(tmp_path / "15_net_Dm.pth", discriminator)
+    torch.manual_seed(1)
+    fresh = load_network(tmp_path / "15_net_Dm.pth", MultiscaleDiscriminator(DiscriminatorSizes(ndf=64, layers=3, scales=2)))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), discriminator.state_dict().values()))
+    with pytest.raises(RendererWeightsError, match="does not have NED's renderer discriminator layout: the discriminator has "
+                                                    "missing 19"):
+        load_network(tmp_path / "15_net_Dm.pth", MultiscaleDiscriminator(DiscriminatorSizes(ndf=64, layers=3, scales=3)))
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="renderer weights .*absent_net_G.pth not found"):
-        load_generator(tmp_path / "absent_net_G.pth", _generator(0))
+        load_network(tmp_path / "absent_net_G.pth", _generator(0))

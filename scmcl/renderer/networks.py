@@ -115,3 +115,63 @@ class Generator(nn.Module):
         code = self.model_down_seg(images) + self.model_down_img(previous)
         face = self.model_final_img(self.model_up_img(self.model_res_img(code)))
         return face * mask - (1 - mask)
+
+
+#: NED's cap on a PatchGAN's width (``ndf_max``) and the stride-1 kernel padding it uses.
+_NDF_MAX = 64
+_D_KERNEL, _D_PAD = 4, 2
+
+
+def _patch_layers(channels_in: int, ndf: int, layers: int) -> list[nn.Sequential]:
+    """NED's ``NLayerDiscriminator`` as its ``layers + 2`` stages (``model0`` … ``model<layers+1>``)."""
+    stages = [nn.Sequential(nn.Conv2d(channels_in, ndf, _D_KERNEL, 2, _D_PAD), nn.LeakyReLU(0.2, True))]
+    width = ndf
+    for n in range(1, layers + 1):
+        previous, width = width, min(width * 2, 512)
+        stride = 2 if n < layers else 1
+        stages.append(nn.Sequential(nn.Conv2d(previous, width, _D_KERNEL, stride, _D_PAD), InstanceNorm(width),
+                                    nn.LeakyReLU(0.2, True)))
+    stages.append(nn.Sequential(nn.Conv2d(width, 1, _D_KERNEL, 1, _D_PAD)))
+    return stages
+
+
+@dataclass(frozen=True)
+class DiscriminatorSizes:
+    """NED's image, mouth and eye discriminators: ndf 64, 3 layers, 2 scales."""
+
+    ndf: int
+    layers: int
+    scales: int
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """NED's multiscale PatchGAN (the full frame, or a mouth or eye crop). Input: the current
+    conditioning frame (10 channels, mask last) and an RGB image, concatenated (13 channels);
+    the mask is dropped. Returns, per scale (full resolution first), every stage's features, the
+    last being the patch logits (feature matching uses the others).
+
+    Stages are attributes ``scale<i>_layer<j>``, as NED registers them, so the state dict is the
+    released ``XX_net_D.pth`` / ``_Dm`` / ``_De``; the full-resolution input goes to the last scale.
+    """
+
+    def __init__(self, sizes: DiscriminatorSizes) -> None:
+        super().__init__()
+        self.scales, self.layers = sizes.scales, sizes.layers
+        for i in range(sizes.scales):
+            ndf = min(_NDF_MAX, sizes.ndf * 2 ** (sizes.scales - 1 - i))
+            for j, stage in enumerate(_patch_layers(CONDITION_CHANNELS + RGB, ndf, sizes.layers)):
+                setattr(self, f"scale{i}_layer{j}", stage)
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.apply(_normal_init)
+
+    def forward(self, conditioning: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:
+        x = torch.cat([conditioning[:, :CONDITION_CHANNELS], image], dim=1)
+        features = []
+        for i in reversed(range(self.scales)):
+            stages, h = [], x
+            for j in range(self.layers + 2):
+                h = getattr(self, f"scale{i}_layer{j}")(h)
+                stages.append(h)
+            features.append(stages)
+            x = self.downsample(x)
+        return features

@@ -44,8 +44,8 @@ def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tenso
     each weighted 1/scales · 4/(layers+1) · ``weight`` (NED's lambda_feat 10)."""
     scales, stages = len(real), len(real[0])
     factor = weight / scales * 4.0 / (stages - 1)  # stages = n_layers_D + 2
-    return sum(factor * F.l1_loss(f, r.detach()) for fake_stages, real_stages in zip(fake, real)
-               for f, r in zip(fake_stages[:-1], real_stages[:-1]))
+    return sum(factor * F.l1_loss(f, r.detach()) for fake_stages, real_stages in zip(fake, real, strict=True)
+               for f, r in zip(fake_stages[:-1], real_stages[:-1], strict=True))
 
 
 def _vgg19(weights: str | None) -> nn.Sequential:

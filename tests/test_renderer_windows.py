@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from scmcl.io.clip_data import (EYES_ALIGNED, FACES_ALIGNED, MASKS_ALIGNED, NMFC_ALIGNED, SHAPE_ALIGNED, STACKS,
-                                frames_table, write_clip)
+from scmcl.io.clip_data import (
+    EYES_ALIGNED,
+    FACES_ALIGNED,
+    MASKS_ALIGNED,
+    NMFC_ALIGNED,
+    SHAPE_ALIGNED,
+    STACKS,
+    frames_table,
+    write_clip,
+)
 from scmcl.renderer.windows import RendererClip, crop_rois, roi_side, runs
 
 FRAMES, SIZE = 6, 16

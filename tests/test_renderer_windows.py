@@ -24,8 +24,8 @@ from scmcl.renderer.windows import RendererClip, crop_rois, roi_side, runs
 FRAMES, SIZE = 6, 16
 
 
-def _write_clip(directory: Path, points: int = 34) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
+def _write_clip(directory: Path, points: int = 34, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
     stacks = {name: rng.integers(0, 256, size=(FRAMES, SIZE, SIZE, 3), dtype=np.uint8) for name in STACKS}
     for name in ("masks", MASKS_ALIGNED):
         stacks[name] = (rng.random((FRAMES, SIZE, SIZE)) > 0.5).astype(np.uint8) * 255
@@ -74,3 +74,18 @@ def test_rois_are_neds_size_and_stay_inside_the_frame() -> None:
     assert crops.shape == (2, 1, 8, 8)
     assert torch.equal(crops[0], images[0, :, 6:14, 6:14])
     assert torch.equal(crops[1], images[1, :, 12:20, 0:8])  # moved in from the corner
+
+
+def test_baselines_mean_face_and_nmfc_retrieval(tmp_path: Path) -> None:
+    from scmcl.renderer.baselines import mean_face, nearest_frames, nmfc_thumbnails
+
+    clips = []
+    for seed, name in enumerate(("001", "002")):
+        _write_clip(tmp_path / name, seed=seed)
+        clips.append(RendererClip(tmp_path / name))
+    every = torch.cat([clip.faces(range(len(clip))) for clip in clips])
+    assert torch.allclose(mean_face(clips), every.mean(0), atol=1e-6)
+    train = torch.cat([nmfc_thumbnails(clip, range(len(clip))) for clip in clips])
+    assert train.shape == (2 * FRAMES, 3 * 32 * 32)
+    queries = nmfc_thumbnails(clips[1], [4, 0]) + 1e-3  # near copies of training frames 6 + 4 and 6 + 0
+    assert nearest_frames(train, queries).tolist() == [FRAMES + 4, FRAMES]

@@ -10,6 +10,7 @@ import torch
 
 from scmcl.corpus.layout import ClipKey, groundtruth_path
 from scmcl.face3d.deca import DecaEncoder
+from scmcl.io import clip_data as cd
 from scmcl.preprocess.conditioning import face_mask, nmfc_image, rasterize_surface, shape_image
 from scmcl.preprocess.masks import UNet
 
@@ -64,3 +65,19 @@ def truth_expression_table(root: str | Path, manifest: pd.DataFrame) -> pd.DataF
         key = ClipKey(row.emotion, int(row.level), row.clip)
         parts.append(truth_expressions(pd.read_parquet(groundtruth_path(root, row.actor, key)), row.actor, key))
     return pd.concat(parts, ignore_index=True)
+
+
+RENDERER_CLIP_FRAMES, RENDERER_CLIP_SIZE = 6, 16
+
+
+def write_renderer_clip(directory: Path, points: int = 34, seed: int = 0) -> dict[str, np.ndarray]:
+    """A clip folder of random aligned stacks and ``points`` eye and mouth points, the renderer's
+    inputs; returns what it wrote."""
+    rng = np.random.default_rng(seed)
+    n, size = RENDERER_CLIP_FRAMES, RENDERER_CLIP_SIZE
+    stacks = {name: rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8) for name in cd.STACKS}
+    for name in (cd.MASKS, cd.MASKS_ALIGNED):
+        stacks[name] = (rng.random((n, size, size)) > 0.5).astype(np.uint8) * 255
+    eyes = rng.uniform(2, size - 2, size=(n, points, 2))
+    cd.write_clip(directory, cd.frames_table({"eyes": eyes}), stacks)
+    return stacks | {"eyes": eyes}

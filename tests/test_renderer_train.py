@@ -13,7 +13,7 @@ import scmcl.renderer.train as renderer_train
 from scmcl.renderer.checkpoint import load_network
 from scmcl.renderer.networks import DiscriminatorSizes, Generator, RendererSizes
 from scmcl.renderer.train import RendererTrainSettings, run_length, train_renderer
-from tests.test_renderer_windows import _write_clip
+from tests.helpers import write_renderer_clip
 
 SIZES = RendererSizes(ngf=4, downsample=1, blocks=1, frames=3)
 D_SIZES = DiscriminatorSizes(ndf=4, layers=1, scales=1)
@@ -30,7 +30,7 @@ def _settings(**overrides) -> RendererTrainSettings:
 def clips(tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("renderer_clips")
     for seed, name in enumerate(("001", "002")):
-        _write_clip(root / name, seed=seed)
+        write_renderer_clip(root / name, seed=seed)
     return [str(root / "001"), str(root / "002")]
 
 

@@ -15,23 +15,11 @@ from scmcl.io.clip_data import (
     MASKS_ALIGNED,
     NMFC_ALIGNED,
     SHAPE_ALIGNED,
-    STACKS,
-    frames_table,
-    write_clip,
 )
 from scmcl.renderer.windows import RendererClip, crop_rois, roi_side, runs
-
-FRAMES, SIZE = 6, 16
-
-
-def _write_clip(directory: Path, points: int = 34, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    stacks = {name: rng.integers(0, 256, size=(FRAMES, SIZE, SIZE, 3), dtype=np.uint8) for name in STACKS}
-    for name in ("masks", MASKS_ALIGNED):
-        stacks[name] = (rng.random((FRAMES, SIZE, SIZE)) > 0.5).astype(np.uint8) * 255
-    eyes = rng.uniform(2, SIZE - 2, size=(FRAMES, points, 2))
-    write_clip(directory, frames_table({"eyes": eyes}), stacks)
-    return stacks | {"eyes": eyes}
+from tests.helpers import RENDERER_CLIP_FRAMES as FRAMES
+from tests.helpers import RENDERER_CLIP_SIZE as SIZE
+from tests.helpers import write_renderer_clip
 
 
 def test_runs_stay_inside_one_clip_and_never_wrap() -> None:
@@ -43,7 +31,7 @@ def test_runs_stay_inside_one_clip_and_never_wrap() -> None:
 
 
 def test_a_clip_gives_neds_conditioning_faces_and_centres(tmp_path: Path) -> None:
-    written = _write_clip(tmp_path / "001")
+    written = write_renderer_clip(tmp_path / "001")
     clip = RendererClip(tmp_path / "001")
     assert len(clip) == FRAMES
     conditioning = clip.conditioning([1, 2, 3])
@@ -61,7 +49,7 @@ def test_a_clip_gives_neds_conditioning_faces_and_centres(tmp_path: Path) -> Non
 
 
 def test_a_clip_without_mouth_points_is_one_clear_error(tmp_path: Path) -> None:
-    _write_clip(tmp_path / "002", points=14)
+    write_renderer_clip(tmp_path / "002", points=14)
     with pytest.raises(ValueError, match=r"002: the renderer's mouth discriminator needs the 34 eye and mouth points; "
                                          r"this clip has 14 \(preprocess with preprocess.eye_points 34\)"):
         RendererClip(tmp_path / "002")
@@ -81,7 +69,7 @@ def test_baselines_mean_face_and_nmfc_retrieval(tmp_path: Path) -> None:
 
     clips = []
     for seed, name in enumerate(("001", "002")):
-        _write_clip(tmp_path / name, seed=seed)
+        write_renderer_clip(tmp_path / name, seed=seed)
         clips.append(RendererClip(tmp_path / name))
     every = torch.cat([clip.faces(range(len(clip))) for clip in clips])
     assert torch.allclose(mean_face(clips), every.mean(0), atol=1e-6)

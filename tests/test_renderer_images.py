@@ -43,5 +43,8 @@ def test_face_psnr_and_ssim_are_on_the_face_region() -> None:
     noisy_psnr, noisy_ssim = face_psnr_ssim(noisy, real, masks)
     # Gaussian noise of std 0.1 on [0, 1] images (a little less after clipping): PSNR ≈ 20 dB
     assert noisy_psnr.mean().item() == pytest.approx(20.0, abs=1.5) and (noisy_ssim < 0.95).all()
+    small = torch.zeros(2, 32, 32)
+    small[:, 4:14, 4:14] = 1  # a 10 px face: SSIM's window shrinks to 9
+    assert torch.allclose(face_psnr_ssim(real, real, small)[1], torch.ones(2), atol=1e-4)
     with pytest.raises(ValueError, match="empty face mask"):
         face_psnr_ssim(real, real, torch.zeros(2, 32, 32))

@@ -47,6 +47,7 @@ def face_psnr_ssim(fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) 
     for i, (rows, cols) in enumerate(_face_boxes(masks)):
         a, b = fake01[i:i + 1, :, rows, cols], real01[i:i + 1, :, rows, cols]
         psnr.append(kornia.metrics.psnr(a, b, max_val=1.0))
-        window = min(SSIM_WINDOW, a.shape[-1], a.shape[-2]) | 1  # odd, and no larger than the box
+        window = min(SSIM_WINDOW, a.shape[-1], a.shape[-2])
+        window -= 1 - window % 2  # odd, and no larger than the box
         ssim.append(kornia.metrics.ssim(a, b, window_size=window, max_val=1.0).mean())
     return torch.stack(psnr), torch.stack(ssim)

@@ -31,8 +31,7 @@ def mean_face(clips: Sequence[RendererClip]) -> torch.Tensor:
 
 def nmfc_thumbnails(clip: RendererClip, frames: Sequence[int]) -> torch.Tensor:
     """(len(frames), 3·THUMBNAIL²) NMFC images shrunk with antialiasing, flattened."""
-    nmfc = clip.conditioning(frames)[:, :3]
-    return kornia.geometry.transform.resize(nmfc, (THUMBNAIL, THUMBNAIL), antialias=True).flatten(1)
+    return kornia.geometry.transform.resize(clip.nmfc(frames), (THUMBNAIL, THUMBNAIL), antialias=True).flatten(1)
 
 
 def nearest_frames(train: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:

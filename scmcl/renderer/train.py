@@ -66,6 +66,10 @@ class RendererNets:
         named = {"generator": self.generator, "discriminator": self.image, "mouth_discriminator": self.mouth}
         return named | ({"eye_discriminator": self.eyes} if self.eyes is not None else {})
 
+    def discriminator_parameters(self) -> list[torch.nn.Parameter]:
+        """Every discriminator's parameters: one optimizer and one backward pass serve them all."""
+        return [p for name, net in self.modules().items() if name != "generator" for p in net.parameters()]
+
 
 def run_length(settings: RendererTrainSettings, step: int, shortest: int, frames: int) -> int:
     """Generated frames per run at ``step``: NED's doubling schedule, capped by the clips."""
@@ -139,8 +143,7 @@ class _Step:
                 optimizer.zero_grad(set_to_none=True)
             g_total.backward(inputs=list(self.nets.generator.parameters()))
             self.optimizers["generator"].step()
-            d_total.backward(inputs=[p for name, net in self.nets.modules().items() if name != "generator"
-                                     for p in net.parameters()])
+            d_total.backward(inputs=self.nets.discriminator_parameters())
             self.optimizers["discriminators"].step()
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + value * (stop - start) / n
@@ -175,9 +178,8 @@ def train_renderer(clip_dirs: Sequence[str], sizes: RendererSizes, d_sizes: Disc
         module.to(torch_device)
     vgg = losses.VggLoss(vgg_weights).to(torch_device)
     betas = (settings.beta1, settings.beta2)
-    discriminators = [p for name, net in nets.modules().items() if name != "generator" for p in net.parameters()]
     optimizers = {"generator": torch.optim.Adam(nets.generator.parameters(), lr=settings.lr, betas=betas),
-                  "discriminators": torch.optim.Adam(discriminators, lr=settings.lr, betas=betas)}
+                  "discriminators": torch.optim.Adam(nets.discriminator_parameters(), lr=settings.lr, betas=betas)}
     loop = TrainLoop("renderer", run_dir, TrainSettings(steps=settings.steps, checkpoint_every=settings.checkpoint_every,
                                                         seed=settings.seed, device=device),
                      _fingerprint(sizes, d_sizes, settings, clip_dirs, vgg_weights),

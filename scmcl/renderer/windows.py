@@ -64,13 +64,20 @@ class RendererClip:
     def __len__(self) -> int:
         return len(self.stacks[MASKS_ALIGNED])
 
+    def _unit(self, names: Sequence[str], frames: Sequence[int]) -> torch.Tensor:
+        """(len(frames), C, H, W) in [0, 1]: the stacks ``names`` side by side, channels first."""
+        index = np.asarray(frames)
+        channels = [self.stacks[name][index] for name in names]
+        stacked = np.concatenate([c if c.ndim == 4 else c[..., None] for c in channels], axis=-1)
+        return torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
+
     def conditioning(self, frames: Sequence[int]) -> torch.Tensor:
         """(len(frames), 10, H, W) in [0, 1]: NMFC, eye-gaze and shape images, then the mask."""
-        index = np.asarray(frames)
-        images = [self.stacks[name][index] for name in (NMFC_ALIGNED, EYES_ALIGNED, SHAPE_ALIGNED)]
-        mask = self.stacks[MASKS_ALIGNED][index][..., None]
-        stacked = np.concatenate([*images, mask], axis=-1)
-        return torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
+        return self._unit((NMFC_ALIGNED, EYES_ALIGNED, SHAPE_ALIGNED, MASKS_ALIGNED), frames)
+
+    def nmfc(self, frames: Sequence[int]) -> torch.Tensor:
+        """(len(frames), 3, H, W) NMFC images in [0, 1], as in the conditioning."""
+        return self._unit((NMFC_ALIGNED,), frames)
 
     def faces(self, frames: Sequence[int]) -> torch.Tensor:
         """(len(frames), 3, H, W) masked aligned faces in [−1, 1], the generator's targets."""

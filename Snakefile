@@ -13,6 +13,7 @@ include: "rules/corpus.smk"
 include: "rules/preprocess.smk"
 include: "rules/scmc.smk"
 include: "rules/manipulator.smk"
+include: "rules/renderer.smk"
 
 
 rule all:
@@ -22,6 +23,7 @@ rule all:
         preprocess_files(),
         scmc_files(),
         manipulator_files(),
+        renderer_files(),
 
 
 rule corpus:
@@ -42,3 +44,8 @@ rule scmc:
 rule manipulator:
     input:
         manipulator_files(),
+
+
+rule renderer:
+    input:
+        renderer_files(),

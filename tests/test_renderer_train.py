@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import scmcl.renderer.train as renderer_train
-from scmcl.renderer.checkpoint import load_network
+from scmcl.renderer.checkpoint import load_network, save_network
 from scmcl.renderer.networks import DiscriminatorSizes, Generator, RendererSizes
-from scmcl.renderer.train import RendererTrainSettings, run_length, train_renderer
+from scmcl.renderer.train import RendererRun, RendererTrainSettings, run_length, train_renderer
 from tests.helpers import write_renderer_clip
 
 SIZES = RendererSizes(ngf=4, downsample=1, blocks=1, frames=3)
@@ -22,7 +24,7 @@ D_SIZES = DiscriminatorSizes(ndf=4, layers=1, scales=1)
 def _settings(**overrides) -> RendererTrainSettings:
     values = dict(steps=6, batch_size=2, run_frames=2, grow_every=3, frames_per_update=2, lr=2e-4, beta1=0.5, beta2=0.999,
                   feat_weight=10.0, vgg_weight=10.0, mouth_weight=1.0, eye_weight=1.0, augment=True, seed=3,
-                  checkpoint_every=2)
+                  mixed_precision=False, checkpoint_every=2, sample_every=4)
     return RendererTrainSettings(**(values | overrides))
 
 
@@ -39,9 +41,13 @@ def test_run_length_doubles_and_is_capped_by_the_clips() -> None:
     assert [run_length(settings, step, shortest=10, frames=3) for step in (0, 2, 3, 6, 9)] == [2, 2, 4, 8, 8]
 
 
-def _train(clips, run: Path, settings=None) -> Generator:
-    return train_renderer(clips, SIZES, D_SIZES, settings or _settings(), None, "cpu", run / "run", run / "01_net_G.pth",
-                          run / "metrics.tsv")
+def _run(clips, folder: Path, init: str | None = None) -> RendererRun:
+    return RendererRun(tuple(clips), init, str(folder / "run"), str(folder / "01_net_G.pth"), str(folder / "metrics.tsv"),
+                       str(folder / "samples.png"))
+
+
+def _train(clips, folder: Path, settings=None, init: str | None = None) -> Generator:
+    return train_renderer(SIZES, D_SIZES, settings or _settings(), None, "cpu", _run(clips, folder, init))
 
 
 def test_training_writes_neds_generator_file_and_per_step_metrics(clips, tmp_path: Path) -> None:
@@ -53,6 +59,19 @@ def test_training_writes_neds_generator_file_and_per_step_metrics(clips, tmp_pat
     assert {"g_image", "vgg", "d_image", "g_mouth", "d_mouth", "g_eyes", "d_eyes"} <= set(metrics.columns)
     assert list(metrics.run_frames) == [2, 2, 2, 4, 4, 4]  # 6-frame clips: 4 generated frames at most
     assert metrics.drop(columns=["step", "seconds", "run_frames"]).notna().all().all()
+    grid = iio.imread(tmp_path / "samples.png")  # NMFC | real | generated, four frames of the first clip
+    assert grid.shape == (4 * 16, 3 * 16, 3) and grid.dtype == np.uint8
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_0000004.png", "step_0000006.png"]
+
+
+def test_training_starts_from_a_given_generator(clips, tmp_path: Path) -> None:
+    torch.manual_seed(9)
+    start = Generator(SIZES)
+    save_network(tmp_path / "init.pth", start)
+    trained = _train(clips, tmp_path / "from_init", _settings(steps=1, lr=1e-12), init=str(tmp_path / "init.pth"))
+    for key, value in start.state_dict().items():
+        if "running" not in key and "num_batches" not in key:
+            assert torch.allclose(trained.state_dict()[key], value, atol=1e-6), key
 
 
 def test_a_killed_training_resumes_to_the_uninterrupted_weights(clips, tmp_path: Path, monkeypatch) -> None:

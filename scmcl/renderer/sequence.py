@@ -31,3 +31,18 @@ def generate(generator: Generator, conditioning: torch.Tensor, previous: torch.T
         outputs.append(fake)
         previous = torch.cat([previous[:, RGB:], fake.detach()], dim=1)
     return torch.stack(outputs, dim=1), previous
+
+
+@torch.no_grad()
+def render_clip(generator: Generator, conditioning: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Inference over a whole clip: (T, 10, H, W) conditioning → (T, 3, H, W) faces, one per
+    frame. The first frame's conditioning is repeated before the clip so frame 0 has a full
+    window (NED's test loader clamps its window the same way); ``chunk`` frames are
+    generated per call, carrying the previous outputs across calls."""
+    padded = torch.cat([conditioning[:1].expand(generator.frames - 1, -1, -1, -1), conditioning])[None]
+    outputs, carry = [], None
+    for start in range(0, len(conditioning), chunk):
+        stop = min(len(conditioning), start + chunk)
+        fakes, carry = generate(generator, padded[:, start:stop + generator.frames - 1], carry)
+        outputs.append(fakes[0])
+    return torch.cat(outputs)

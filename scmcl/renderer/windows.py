@@ -13,9 +13,11 @@ import os
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from scmcl.io.clip_data import (
+    CLIP_KEY,
     EYES_ALIGNED,
     FACES_ALIGNED,
     MASKS_ALIGNED,
@@ -23,6 +25,7 @@ from scmcl.io.clip_data import (
     SHAPE_ALIGNED,
     read_clip_frames,
     read_clip_stack,
+    read_table,
     rerun,
 )
 
@@ -53,7 +56,9 @@ class RendererClip:
         fix = rerun("shard")
         self.stacks = {name: read_clip_stack(directory, name, fix)
                        for name in (NMFC_ALIGNED, EYES_ALIGNED, SHAPE_ALIGNED, MASKS_ALIGNED, FACES_ALIGNED)}
-        points = read_clip_frames(directory, fix).block("eyes")
+        self.directory = str(directory)
+        self.table = read_clip_frames(directory, fix)  # per frame: reconstruction, alignment, eye points
+        points = self.table.block("eyes")
         if points.shape[1] != 34:
             raise ValueError(f"{directory}: the renderer's mouth discriminator needs the 34 eye and mouth points; this clip "
                              f"has {points.shape[1]} (preprocess with preprocess.eye_points 34)")
@@ -93,3 +98,18 @@ def crop_rois(images: torch.Tensor, centres: torch.Tensor, side: int) -> torch.T
     x = centres[:, 0].clamp(half, width - half).tolist()
     y = centres[:, 1].clamp(half, height - half).tolist()
     return torch.stack([image[:, cy - half:cy + half, cx - half:cx + half] for image, cx, cy in zip(images, x, y)])
+
+
+def actor_clips(shard_tables: Sequence[str | os.PathLike], test_clips: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training, held-out) clips (``CLIP_KEY`` and ``directory``) of an actor's preprocessing
+    shard tables: a clip whose id is in ``test_clips`` is held out, every other one trains."""
+    rows = [read_table(path, [*CLIP_KEY, "directory"], rerun("shard")) for path in shard_tables]
+    table = pd.concat(rows, ignore_index=True).sort_values(CLIP_KEY)[[*CLIP_KEY, "directory"]].reset_index(drop=True)
+    held_out = table["clip"].isin(list(test_clips))
+    return table[~held_out].reset_index(drop=True), table[held_out].reset_index(drop=True)
+
+
+def actor_clip_dirs(shard_tables: Sequence[str | os.PathLike], test_clips: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The folders of :func:`actor_clips`."""
+    train, test = actor_clips(shard_tables, test_clips)
+    return train["directory"].tolist(), test["directory"].tolist()

@@ -187,13 +187,20 @@ class ImageFrames:
             _check_length(str(cd.stack_path(row.directory, cd.FACES_ALIGNED)), key, len(stack), row.last_frame, fix)
             self.stacks.append(stack)
         self.size, self.crop = size, crop
-        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def __call__(self, clip: np.ndarray, frame: np.ndarray) -> torch.Tensor:
         images = np.stack([self.stacks[c][int(f)] for c, f in zip(clip, frame)])
-        side = images.shape[1]
-        cut = int(round(self.crop * side))
-        x = torch.from_numpy(images[:, cut:side - cut, cut:side - cut]).permute(0, 3, 1, 2).float() / 255
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        return (x - self.mean) / self.std
+        return metric_images(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, self.size, self.crop)
+
+
+def metric_images(faces: torch.Tensor, size: int, crop: float) -> torch.Tensor:
+    """The image metric's input from (N, 3, S, S) aligned faces in [0, 1]: ``crop`` of the side
+    cut from every edge, resized to ``size``, ImageNet-normalised. Differentiable, so the
+    renderer's SCMC loss feeds its generated faces through exactly what the metric trained on."""
+    side = faces.shape[-1]
+    cut = int(round(crop * side))
+    x = F.interpolate(faces[..., cut:side - cut, cut:side - cut], size=(size, size), mode="bilinear", antialias=True,
+                      align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -223,6 +223,7 @@ class JointModels(nn.Module):
         payload = load_published(path, finetune_contents(None), "use an output of finetune_scmc_<visual>", device)
         models = cls(payload["modality"])
         models.load_state_dict(payload["models"])
+        models.image_size, models.image_crop = payload["image_size"], payload["image_crop"]  # how its images were cut
         return models.to(device).eval()
 
     def embed(self, modality: str, frames: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""LPIPS (Zhang et al. 2018, the ``lpips`` package's VGG variant) for SCMCL's paired renderer
+term, from two user files, since nothing is downloaded: the package's linear layers
+(``lpips/weights/v0.1/vgg.pth``, keys ``lin{k}.model.1.weight``) and torchvision's VGG-16
+ImageNet weights (``vgg16-397923af.pth``), both loaded strictly.
+
+LPIPS(x, y) = Σ_k mean_hw w_k · (n(f_k(x)) − n(f_k(y)))², with f_k VGG-16 at relu1_2 … relu5_3
+after the package's scaling layer, n the unit normalisation over channels."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from scmcl.io.state_dicts import layout_problems, read_weights, shape_problems
+
+log = logging.getLogger(__name__)
+
+#: The ends of the VGG-16 slices (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3) and their widths.
+SLICES = (4, 9, 16, 23, 30)
+CHANNELS = (64, 128, 256, 512, 512)
+#: The package's ScalingLayer: inputs in [−1, 1] shifted and scaled to ImageNet's statistics.
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+EPS = 1e-10
+
+
+class LpipsWeightsError(ValueError):
+    """A file that is not the lpips package's vgg.pth or torchvision's VGG-16."""
+
+
+def _strict(path: Path, expected: dict, what: str, drop: str | None = None) -> dict:
+    """The file's state dict, checked key for key and shape for shape (``drop``: a key prefix
+    the file may carry that is not used, e.g. VGG's classifier)."""
+    state = read_weights(path, what, LpipsWeightsError)
+    if not isinstance(state, dict):
+        raise LpipsWeightsError(f"{path} holds a {type(state).__name__}, not {what}")
+    if drop:
+        state = {key: value for key, value in state.items() if not str(key).startswith(drop)}
+    problems = layout_problems(what, expected, state) + shape_problems(what, expected, state)
+    if problems:
+        raise LpipsWeightsError(f"{path} is not {what}: {problems[0]}")
+    return state
+
+
+class Lpips(nn.Module):
+    """Frozen LPIPS-VGG; ``forward`` gives one distance per image pair (N,)."""
+
+    def __init__(self, linear: str, backbone: str) -> None:
+        super().__init__()
+        features = torchvision.models.vgg16(weights=None).features[:SLICES[-1]]
+        expected = {f"features.{k}": v for k, v in features.state_dict().items()}
+        state = _strict(Path(backbone), expected, "torchvision's VGG-16 (vgg16-397923af.pth)", drop="classifier.")
+        features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()}, strict=True)
+        starts = (0, *SLICES[:-1])
+        self.slices = nn.ModuleList(features[a:b] for a, b in zip(starts, SLICES))
+        self.lins = nn.ModuleList(nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)) for c in CHANNELS)
+        expected = {f"lin{k}.{key}": v for k, lin in enumerate(self.lins) for key, v in lin.state_dict().items()}
+        linear_state = _strict(Path(linear), expected, "the lpips package's vgg.pth")
+        for k, lin in enumerate(self.lins):
+            lin.load_state_dict({key.removeprefix(f"lin{k}."): v for key, v in linear_state.items()
+                                 if key.startswith(f"lin{k}.")}, strict=True)
+        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> Lpips:
+        return super().train(False)
+
+    @classmethod
+    def from_files(cls, linear: str | None, backbone: str | None, device: torch.device) -> Lpips | None:
+        """The metric when both files are given; otherwise None, said in the log."""
+        if not (linear and backbone):
+            log.warning("renderer scmcl: the LPIPS-weighted paired term is skipped (renderer.lpips_weights and "
+                        "renderer.lpips_backbone name the lpips package's vgg.pth and torchvision's VGG-16 weights)")
+            return None
+        return cls(linear, backbone).to(device)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = (x - self.shift) / self.scale, (y - self.shift) / self.scale
+        total = x.new_zeros(len(x))
+        for block, lin in zip(self.slices, self.lins):
+            x, y = block(x), block(y)
+            nx = x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + EPS)
+            ny = y / (torch.linalg.vector_norm(y, dim=1, keepdim=True) + EPS)
+            total = total + lin((nx - ny.detach()) ** 2).mean(dim=(1, 2, 3))
+        return total

@@ -17,7 +17,7 @@ from scmcl.scmc import cli as scmc_cli
 
 STAGES = (corpus_cli, preprocess_cli, track_cli, scmc_cli, manipulator_cli, renderer_cli)
 #: Stages that add a ``scmcl bench <verb>``.
-BENCHES = (face3d_cli, scmc_cli)
+BENCHES = (face3d_cli, scmc_cli, renderer_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,13 +51,20 @@ TINY_MANIPULATOR = {
     "classifier": {"steps": 20, "hidden_widths": [16], "batch_size": 32}}
 
 
+#: Renderer networks of a few thousand weights and a handful of steps, for workflow runs in tests.
+TINY_RENDERER = {"networks": {"ngf": 4, "downsample": 1, "blocks": 2, "ndf": 4, "d_layers": 1, "d_scales": 1},
+                 "train": {"checkpoint_every": 5, "sample_every": 5}, "ned": {"steps": 6, "run_frames": 2},
+                 "scmcl": {"steps": 4}}
+
+
 def tiny_workflow_config(scmc: dict, **top) -> dict:
     """Config of the workflow tests: one actor, neutral + happy, two sentences (002 the test
     clip), 64 px, short training."""
     return {"actors": ["SYN01"], "emotions": ["neutral", "happy"], "data_root": "corpus", "test_clips": ["002"],
             "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
             "synthetic": {"sentences": 2, "resolution": 64}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
-            "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, "manipulator": TINY_MANIPULATOR, **top}
+            "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, "manipulator": TINY_MANIPULATOR,
+            "renderer": TINY_RENDERER, **top}
 
 
 # A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).

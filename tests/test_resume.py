@@ -11,19 +11,22 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from scmcl.train.loop import load_published
-from tests.conftest import BIN, REPO, run_cmd, tiny_workflow_config
+from tests.conftest import BIN, REPO, TINY_RENDERER, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
 STEPS = 120
+RENDERER_STEPS = 400
 CONFIG = tiny_workflow_config({"checkpoint_every": 10, "train_audio": {"steps": STEPS}})
+CONFIG["renderer"] = {**TINY_RENDERER, "train": {"checkpoint_every": 10, "sample_every": 100},
+                      "ned": {"steps": RENDERER_STEPS, "run_frames": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +43,8 @@ def snakemake(workdir: Path, *targets: str) -> list[str]:
             "--configfile", str(workdir / "config.yaml"), "--cores", "2", *targets]
 
 
-def _job_process(workdir: Path, verb: str) -> int | None:
-    """PID of the `scmcl scmc train ...` (python) process of a rule running in workdir."""
+def _job_process(workdir: Path, stage: str) -> int | None:
+    """PID of the `scmcl <stage> train ...` (python) process of a rule running in workdir."""
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
@@ -49,7 +52,7 @@ def _job_process(workdir: Path, verb: str) -> int | None:
         except (OSError, ValueError):
             continue
         words = [a.decode(errors="replace") for a in argv]
-        if cwd == str(workdir) and verb in words and "scmc" in words and not words[0].endswith("sh"):
+        if cwd == str(workdir) and "train" in words and stage in words and not words[0].endswith("sh"):
             return int(proc.name)
     return None
 
@@ -58,34 +61,56 @@ def _saved_step(checkpoint: Path) -> int:
     return torch.load(checkpoint, weights_only=True)["step"] if checkpoint.is_file() else 0
 
 
+class Trainer(NamedTuple):
+    """A training rule as the kill test drives it: its target, run folder, `scmcl` stage, log,
+    the name its loop logs, and its metrics table."""
+
+    target: str
+    run_dir: str
+    stage: str
+    log: str
+    loop_name: str
+    metrics: str
+    steps: int
+
+
+TRAINERS = {"scmc_audio": Trainer("work/scmc/audio.pt", "work/train/train_scmc_audio", "scmc", "logs/train_scmc_audio.log",
+                                  "scmc_audio", "work/scmc/audio.metrics.tsv", STEPS),
+            "renderer_ned": Trainer("work/renderer/SYN01/ned.pth", "work/train/train_renderer_ned_SYN01", "renderer",
+                                    "logs/train_renderer/ned/SYN01.log", "renderer", "work/renderer/SYN01/ned.metrics.tsv",
+                                    RENDERER_STEPS)}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killed_training_rule_resumes_from_saved_step(workdir, sig):
-    run_dir = workdir / "work/train/train_scmc_audio"
+@pytest.mark.parametrize("name", list(TRAINERS))
+def test_killed_training_rule_resumes_from_saved_step(workdir, name, sig):
+    trainer = TRAINERS[name]
+    run_dir, target = workdir / trainer.run_dir, workdir / trainer.target
     shutil.rmtree(run_dir, ignore_errors=True)  # each signal starts from a fresh training run
-    for leftover in workdir.glob("work/scmc/audio.*"):
+    for leftover in target.parent.glob(target.stem + ".*"):
         leftover.unlink()
-    args = snakemake(workdir, "work/scmc/audio.pt")
+    args = snakemake(workdir, trainer.target)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None and _saved_step(run_dir / "checkpoint.pt") < 30:
         time.sleep(0.2)
-    pid = _job_process(workdir, "train")
+    pid = _job_process(workdir, trainer.stage)
     assert pid is not None, "the training job was not running half-way"
     os.kill(pid, sig)
     assert first.wait(timeout=120) != 0  # the job failed, Snakemake stopped
     saved = _saved_step(run_dir / "checkpoint.pt")
-    assert 30 <= saved < STEPS and not (workdir / "work/scmc/audio.pt").exists()
+    assert 30 <= saved < trainer.steps and not target.exists()
     if sig == signal.SIGTERM:  # SLURM's time limit: finish the step, checkpoint, exit 143
-        assert "checkpoint saved" in (workdir / "logs/train_scmc_audio.log").read_text()
+        assert "checkpoint saved" in (workdir / trainer.log).read_text()
 
     rerun = run_cmd(args)  # the same command
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    log = (workdir / "logs/train_scmc_audio.log").read_text()
-    resumed = int(re.search(r"resuming scmc_audio from step (\d+)", log).group(1))
+    log = (workdir / trainer.log).read_text()
+    resumed = int(re.search(rf"resuming {trainer.loop_name} from step (\d+)", log).group(1))
     assert resumed == saved and resumed > 0
-    assert list(pd.read_csv(workdir / "work/scmc/audio.metrics.tsv", sep="\t").step) == list(range(STEPS))
-    assert load_published(workdir / "work/scmc/audio.pt")["encoder"]
+    assert list(pd.read_csv(workdir / trainer.metrics, sep="\t").step) == list(range(trainer.steps))
+    assert torch.load(target, weights_only=True)  # the published weights load
 
 
 def test_failed_shard_leaves_no_partial_output_and_rerun_redoes_only_it(workdir, tmp_path):

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import re
 
+import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from scmcl.renderer.checkpoint import load_network
+from scmcl.renderer.networks import Generator, RendererSizes
 from tests.conftest import REPO, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
@@ -91,6 +94,25 @@ def test_distances_and_checkpoints_are_where_the_manipulator_reads_them(run):
     windows = pd.read_parquet(workdir / "work/scmc/dists_expression/SYN01/windows.parquet")
     assert happy.shape == ((windows.emotion == "neutral").sum(), (windows.emotion == "happy").sum())
     assert (workdir / "work/train/finetune_scmc_image/checkpoint.pt").is_file()
+
+
+def test_both_renderers_are_trained_published_and_scored_on_the_test_clips(run):
+    workdir, _ = run
+    networks = CONFIG["renderer"]["networks"]
+    sizes = RendererSizes(networks["ngf"], networks["downsample"], networks["blocks"], 3)
+    for variant in ("ned", "scmcl"):
+        folder = workdir / "work/renderer/SYN01"
+        load_network(folder / f"{variant}.pth", Generator(sizes))  # NED's bare generator state dict, strictly
+        scores = pd.read_csv(folder / f"{variant}.eval.tsv", sep="\t")
+        assert sorted(set(scores["clip"])) == ["happy/level_3/002", "neutral/level_1/002"]  # the held-out clips only
+        assert sorted(set(scores.method)) == ["mean_face", "nearest_nmfc", "renderer"]
+        assert scores[["psnr", "ssim"]].notna().all().all()
+        assert iio.imread(folder / f"{variant}.eval.png").shape[1] == 3 * CONFIG["preprocess"]["crop_size"]
+        metrics = pd.read_csv(folder / f"{variant}.metrics.tsv", sep="\t")
+        assert len(metrics) == CONFIG["renderer"][variant]["steps"]
+    metrics = pd.read_csv(workdir / "work/renderer/SYN01/scmcl.metrics.tsv", sep="\t")
+    assert {"g_image_source", "g_image_generated", "g_image_target", "sim", "pseudo_fraction"} <= set(metrics.columns)
+    assert "LPIPS-weighted paired term is skipped" in (workdir / "logs/train_renderer/scmcl/SYN01.log").read_text()
 
 
 def test_second_run_has_nothing_to_do(run):

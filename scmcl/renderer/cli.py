@@ -133,3 +133,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", required=True, help="per clip and method (TSV)")
     evaluate.add_argument("--grid", required=True, help="NMFC | real | generated of held-out frames (PNG)")
     evaluate.set_defaults(func=_evaluate)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from scmcl.renderer.bench import run_renderer_bench
+
+    setup_job(args.threads)
+    print(run_renderer_bench(args.device, args.iterations, args.windows, args.mixed_precision))
+    return 0
+
+
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser("renderer", help="renderer training it/s and inference frames/s at the demo and paper "
+                                               "sizes, and the loading rate of training windows against NED's PNGs")
+    add_settings(parser, "", ["device"])
+    parser.add_argument("--iterations", type=int, default=3, help="timed training iterations per size")
+    parser.add_argument("--windows", type=int, default=200, help="training windows read per layout")
+    parser.add_argument("--mixed-precision", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.set_defaults(func=_bench)

@@ -295,3 +295,63 @@ def manipulator_files():
     ablation = ["work/manipulator/ablation.tsv"] if paired_files() else []
     return ["work/manipulator/classifier.json", *expand("work/manipulator/{variant}.pth", variant=VARIANTS),
             reference, *ablation]
+
+
+# Per-actor renderer (rules/renderer.smk): its actors, variants, inputs and settings.
+RENDERER = config["renderer"]
+RENDERER_ACTORS = RENDERER["actors"] or config["actors"]
+for _actor in [a for a in RENDERER_ACTORS + [a for v in RENDERER["weights"].values() for a in v] if a not in config["actors"]]:
+    raise WorkflowError(f"renderer.actors names {_actor}, which is not in actors ({', '.join(config['actors'])}): "
+                        "a renderer trains on a preprocessed actor of `actors`; add it there or remove it")
+RENDERER_NETWORKS = " ".join([flags("renderer.networks"), DEVICE])
+RENDERER_VARIANTS = ["ned", "scmcl"]
+
+
+def renderer_weights(variant, actor):
+    """The generator of (variant, actor): the imported release, or the trained file."""
+    if actor in RENDERER["weights"][variant]:
+        return f"work/renderer/released/{variant}/{actor}.pth"
+    return f"work/renderer/{actor}/{variant}.pth"
+
+
+def renderer_shards(wildcards):
+    """The actor's preprocessing shard tables: they list its clip folders."""
+    return expand("work/preprocess/{actor}/{emotion}.parquet", actor=wildcards.actor, emotion=config["emotions"])
+
+
+def renderer_inputs(wildcards):
+    """ned: the actor's shards (and renderer.pretrained when set); scmcl also the actor's ned
+    renderer, the scmcl manipulator, the fine-tuned image metric and its distances, the FLAME files."""
+    inputs = {"shards": renderer_shards(wildcards)}
+    if wildcards.variant == "ned" and RENDERER["pretrained"]:
+        inputs["pretrained"] = RENDERER["pretrained"]
+    if wildcards.variant == "scmcl":
+        inputs |= {"init": renderer_weights("ned", wildcards.actor), "manipulator": "work/manipulator/scmcl.pth",
+                   "expressions": f"work/preprocess/{wildcards.actor}/expressions.parquet",
+                   "windows": f"work/scmc/dists_image/{wildcards.actor}/windows.parquet",
+                   "metric": "work/scmc/finetune_image.pt", "model": config["flame"]["model"],
+                   "landmarks": config["flame"]["landmark_embedding"]}
+    return inputs
+
+
+def renderer_data_flags(wildcards, input):
+    """The trainer's data flags from its own inputs (the distance folder holds the windows)."""
+    data = f"--shards {' '.join(input.shards)}"
+    if wildcards.variant == "scmcl":
+        data += (f" --init {input.init} --manipulator {input.manipulator} --expressions {input.expressions}"
+                 f" --distances {Path(input.windows).parent} --metric {input.metric} --model {input.model}"
+                 f" --landmarks {input.landmarks}")
+    return data
+
+
+def renderer_settings(wildcards):
+    variant = wildcards.variant
+    own = ["vgg_weights", "pretrained"] if variant == "ned" else ["vgg_weights", "lpips_weights", "lpips_backbone"]
+    manipulator = [flags("", ["emotions"]), flags("manipulator.networks"), flags("scmc.dists", ["seq_len"])] if variant == "scmcl" else []
+    return " ".join([RENDERER_NETWORKS, flags("", ["test_clips"]), flags("renderer", own), *manipulator,
+                     flags("renderer.train"), flags(f"renderer.{variant}")])
+
+
+def renderer_files():
+    """Every renderer actor's held-out scores and sample grid, per variant."""
+    return [f"work/renderer/{actor}/{variant}.eval.tsv" for actor in RENDERER_ACTORS for variant in RENDERER_VARIANTS]

@@ -40,15 +40,17 @@ def _expected_jobs(config: dict) -> dict[str, int]:
     once = ("synth_head", "corpus_manifest", "align_audio", "train_scmc_audio", "train_scmc_expression",
             "train_scmc_image", "finetune_scmc_expression", "finetune_scmc_image", "paired_manifest",
             "train_classifier", "manipulator_ablation", "manipulate_reference", "all")
+    rendered = len(config["renderer"]["actors"] or actors)
     return {**dict.fromkeys(once, 1), "synth_corpus": len(preprocessed), "expression_table": len(preprocessed),
             "preprocess_shard": len(preprocessed) * len(config["emotions"]), "scmc_dists": 2 * len(actors),
             "paired_corpus": edited, "paired_preprocess_shard": len(actors) * (len(config["emotions"]) - 1),
-            "paired_expression_table": len(actors), "train_manipulator": 2, "manipulate": 2 * edited}
+            "paired_expression_table": len(actors), "train_manipulator": 2, "manipulate": 2 * edited,
+            "train_renderer": 2 * rendered, "evaluate_renderer": 2 * rendered}
 
 
 @pytest.mark.parametrize("overrides", [
     {},
-    {"actors": ["SYN02", "SYN05", "SYN07", "SYN11"], "emotions": ["neutral", "happy", "sad"]},
+    {"actors": ["SYN02", "SYN05", "SYN07", "SYN11"], "emotions": ["neutral", "happy", "sad"], "renderer": {"actors": []}},
     {"actors": ["SYN01"], "scmc": {"actors": ["SYN02", "SYN03"]}},
 ], ids=["demo", "four_actors_three_emotions", "other_scmc_actors"])
 def test_dry_run_schedules_every_rule_per_config(overrides, tmp_path):
@@ -58,6 +60,25 @@ def test_dry_run_schedules_every_rule_per_config(overrides, tmp_path):
     assert result.returncode == 0, result.stderr
     demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
     assert _job_counts(result.stdout) == _expected_jobs(_merged(demo, overrides))
+
+
+def test_a_released_renderer_is_imported_instead_of_trained(tmp_path):
+    released = tmp_path / "05_net_G.pth"
+    released.write_bytes(b"checked by the import job")
+    extra = tmp_path / "overrides.yaml"
+    extra.write_text(yaml.safe_dump({"renderer": {"weights": {"ned": {"SYN01": str(released)}}}}))
+    result = run_cmd(["snakemake", "-n", "--forceall", "--configfile", str(REPO / "config/config.yaml"), str(extra)])
+    assert result.returncode == 0, result.stderr
+    counts = _job_counts(result.stdout)
+    assert counts["import_renderer"] == 1 and counts["train_renderer"] == 1  # scmcl still fine-tunes, from the release
+    assert f"scmcl renderer import ned {released}" in result.stdout
+    assert "--init work/renderer/released/ned/SYN01.pth" in result.stdout
+
+
+def test_a_renderer_actor_outside_actors_is_one_error():
+    result = run_cmd(["snakemake", "-n", "--config", "renderer={'actors': ['SYN09']}"])
+    assert result.returncode != 0
+    assert "renderer.actors names SYN09, which is not in actors (SYN01, SYN02, SYN03)" in result.stdout + result.stderr
 
 
 def test_single_target_builds_only_its_actor():

@@ -77,8 +77,8 @@ class FinetuneInputs:
     topk: int
     sim_weight: float
     paired_weight: float
-    lpips_weights: str | None = None
-    lpips_backbone: str | None = None
+    lpips_weights: str | None
+    lpips_backbone: str | None
 
 
 class ImageMetric(torch.nn.Module):

@@ -46,6 +46,17 @@ def _strict(path: Path, expected: dict, what: str, drop: str | None = None) -> d
     return state
 
 
+class _Linear(nn.Module):
+    """The package's NetLinLayer: dropout, then a bias-free 1×1 convolution to one channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 class Lpips(nn.Module):
     """Frozen LPIPS-VGG; ``forward`` gives one distance per image pair (N,)."""
 
@@ -57,12 +68,8 @@ class Lpips(nn.Module):
         features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()}, strict=True)
         starts = (0, *SLICES[:-1])
         self.slices = nn.ModuleList(features[a:b] for a, b in zip(starts, SLICES))
-        self.lins = nn.ModuleList(nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)) for c in CHANNELS)
-        expected = {f"lin{k}.{key}": v for k, lin in enumerate(self.lins) for key, v in lin.state_dict().items()}
-        linear_state = _strict(Path(linear), expected, "the lpips package's vgg.pth")
-        for k, lin in enumerate(self.lins):
-            lin.load_state_dict({key.removeprefix(f"lin{k}."): v for key, v in linear_state.items()
-                                 if key.startswith(f"lin{k}.")}, strict=True)
+        self.lins = nn.ModuleDict({f"lin{k}": _Linear(c) for k, c in enumerate(CHANNELS)})  # the package's key names
+        self.lins.load_state_dict(_strict(Path(linear), self.lins.state_dict(), "the lpips package's vgg.pth"), strict=True)
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
         self.requires_grad_(False)
@@ -83,7 +90,7 @@ class Lpips(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = (x - self.shift) / self.scale, (y - self.shift) / self.scale
         total = x.new_zeros(len(x))
-        for block, lin in zip(self.slices, self.lins):
+        for block, lin in zip(self.slices, self.lins.values()):
             x, y = block(x), block(y)
             nx = x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + EPS)
             ny = y / (torch.linalg.vector_norm(y, dim=1, keepdim=True) + EPS)

@@ -15,6 +15,7 @@ import scmcl.renderer.train as renderer_train
 from scmcl.renderer.checkpoint import load_network, save_network
 from scmcl.renderer.networks import DiscriminatorSizes, Generator, RendererSizes
 from scmcl.renderer.train import RendererRun, RendererTrainSettings, run_length, train_renderer
+from tests.conftest import run_cmd
 from tests.helpers import write_renderer_clip
 
 SIZES = RendererSizes(ngf=4, downsample=1, blocks=1, frames=3)
@@ -99,3 +100,19 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(clips, tmp_path:
     assert done == [4, 5]  # continued from the step-4 checkpoint, not from the start
     for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
+
+
+def _size_flags(sizes: RendererSizes = SIZES) -> list[str]:
+    return ["--ngf", str(sizes.ngf), "--downsample", str(sizes.downsample), "--blocks", str(sizes.blocks)]
+
+
+def test_a_released_generator_is_validated_and_copied(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    released = tmp_path / "05_net_G.pth"
+    save_network(released, Generator(SIZES))
+    ok = run_cmd(["scmcl", "renderer", "import", "ned", str(released), *_size_flags(), "--out", str(tmp_path / "ned.pth")])
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "ned.pth").read_bytes() == released.read_bytes()
+    wrong = run_cmd(["scmcl", "renderer", "import", "ned", str(released), "--out", str(tmp_path / "other.pth")])  # NED's sizes
+    assert wrong.returncode != 0 and not (tmp_path / "other.pth").exists()
+    assert str(released) in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1

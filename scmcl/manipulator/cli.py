@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scmcl.job import setup_job
 from scmcl.options import add_settings
+from scmcl.released import register_import
 
 VARIANTS = ("ned", "scmcl")
 
@@ -46,17 +47,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    import shutil
-
-    from scmcl.io.atomic import atomic_path
+def _check_released(args: argparse.Namespace):
     from scmcl.manipulator.checkpoint import load_networks
 
-    load_networks(args.released, _nets(args))  # strict: a file that does not fit stops here
-    with atomic_path(args.out) as tmp:
-        shutil.copyfile(args.released, tmp)
-    print(f"manipulator {args.variant}: released {args.released} loads strictly -> {args.out}")
-    return 0
+    return load_networks(args.released, _nets(args))
 
 
 def _classifier(args: argparse.Namespace) -> int:
@@ -137,12 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--metrics", required=True, help="copy of the per-step metrics (TSV)")
         parser.set_defaults(func=_train, variant=variant)
 
-    imp = verbs.add_parser("import", help="validate a released XX_nets.pth strictly and copy it")
-    _common(imp)
-    imp.add_argument("variant", choices=VARIANTS)
-    imp.add_argument("released", help="NED's or SCMCL's released checkpoint")
-    imp.add_argument("--out", required=True)
-    imp.set_defaults(func=_import)
+    register_import(verbs, _common, VARIANTS, "XX_nets.pth", _check_released)
 
     classifier = verbs.add_parser("classifier", help="train the 51-d expression emotion classifier")
     _common(classifier, networks=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scmcl.job import setup_job
 from scmcl.options import add_settings
+from scmcl.released import register_import
 
 VARIANTS = ("ned", "scmcl")
 
@@ -45,18 +46,11 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    import shutil
-
-    from scmcl.io.atomic import atomic_path
+def _check_released(args: argparse.Namespace):
     from scmcl.renderer.checkpoint import load_network
     from scmcl.renderer.networks import Generator
 
-    load_network(args.released, Generator(_sizes(args)[0]))  # strict: a file that does not fit stops here
-    with atomic_path(args.out) as tmp:
-        shutil.copyfile(args.released, tmp)
-    print(f"renderer {args.variant}: released {args.released} loads strictly -> {args.out}")
-    return 0
+    return load_network(args.released, Generator(_sizes(args)[0]))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -117,12 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--samples", required=True, help="the last sample grid (PNG: NMFC | real | generated)")
         parser.set_defaults(func=_train, variant=variant)
 
-    imp = verbs.add_parser("import", help="validate a released XX_net_G.pth strictly and copy it")
-    _common(imp)
-    imp.add_argument("variant", choices=VARIANTS)
-    imp.add_argument("released", help="NED's or SCMCL's released generator")
-    imp.add_argument("--out", required=True)
-    imp.set_defaults(func=_import)
+    register_import(verbs, _common, VARIANTS, "XX_net_G.pth generator", _check_released)
 
     evaluate = verbs.add_parser("evaluate", help="face-region PSNR/SSIM on held-out clips beside the mean face and NMFC retrieval")
     _common(evaluate)

@@ -14,6 +14,7 @@ include: "rules/preprocess.smk"
 include: "rules/scmc.smk"
 include: "rules/manipulator.smk"
 include: "rules/renderer.smk"
+include: "rules/edit.smk"
 
 
 rule all:
@@ -24,6 +25,7 @@ rule all:
         scmc_files(),
         manipulator_files(),
         renderer_files(),
+        result_files(),
 
 
 rule corpus:
@@ -49,3 +51,8 @@ rule manipulator:
 rule renderer:
     input:
         renderer_files(),
+
+
+rule results:
+    input:
+        result_files(),

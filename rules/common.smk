@@ -355,3 +355,56 @@ def renderer_settings(wildcards):
 def renderer_files():
     """Every renderer actor's held-out scores and sample grid, per variant."""
     return [f"work/renderer/{actor}/{variant}.eval.tsv" for actor in RENDERER_ACTORS for variant in RENDERER_VARIANTS]
+
+
+# Edited videos (rules/edit.smk): each renderer actor's first test clip in every other emotion.
+EDIT = config["edit"]
+EDIT_CLIP = config["test_clips"][0]
+for _actor in [a for a in EDIT["references"] if a not in ALL_ACTORS]:
+    raise WorkflowError(f"edit.references names {_actor}, which is not a configured actor ({', '.join(ALL_ACTORS)})")
+REFERENCE_SUFFIX = "|".join(f"_ref_{actor}" for actor in EDIT["references"])
+
+
+def result_files():
+    """results/<actor>/edited_<emotion>.mp4 per renderer actor and non-neutral emotion, and the
+    reference-driven ones of edit.references."""
+    refs = [""] + [f"_ref_{actor}" for actor in EDIT["references"]]
+    return [f"results/{actor}/edited_{emotion}{ref}.mp4" for actor in RENDERER_ACTORS for emotion in EDIT_EMOTIONS
+            for ref in refs]
+
+
+def result_source(wildcards):
+    """The edited video behind a results/ target; an actor, emotion or reference the config does
+    not have is one error at DAG time, naming what is configured."""
+    problems = []
+    if wildcards.actor not in RENDERER_ACTORS:
+        problems.append(f"actor {wildcards.actor} has no renderer (renderer.actors: {', '.join(RENDERER_ACTORS)}; "
+                        "add it there and to `actors`)")
+    if wildcards.emotion not in EDIT_EMOTIONS:
+        problems.append(f"emotion {wildcards.emotion} is not a configured non-neutral emotion ({', '.join(EDIT_EMOTIONS)})")
+    ref = wildcards.ref.removeprefix("_ref_")
+    if ref and ref not in EDIT["references"]:
+        problems.append(f"reference actor {ref} is not in edit.references ({', '.join(EDIT['references']) or 'none'})")
+    if problems:
+        raise WorkflowError(f"results/{wildcards.actor}/edited_{wildcards.emotion}{wildcards.ref}.mp4: {'; '.join(problems)}")
+    stem = f"work/edit/{EDIT['variant']}/{wildcards.actor}/{EDIT_CLIP}_{wildcards.emotion}{wildcards.ref}"
+    return {"video": f"{stem}.mp4", "record": f"{stem}.json"}
+
+
+def edit_video_inputs(wildcards):
+    """The edit (label- or reference-driven), the actor's renderer, the source clip's folder
+    (listed by its shard table) and video, the FLAME files."""
+    edits = f"work/manipulator/edits/{wildcards.variant}/{wildcards.actor}/{wildcards.clip}_{wildcards.emotion}{wildcards.ref}"
+    return {"edit": f"{edits}.parquet", "edit_record": f"{edits}.json",
+            "renderer": renderer_weights(wildcards.variant, wildcards.actor),
+            "shard": f"work/preprocess/{wildcards.actor}/{PAIRED_SOURCE.emotion}.parquet",
+            "video": str(video_path(ROOT, wildcards.actor, ClipKey(PAIRED_SOURCE.emotion, PAIRED_SOURCE.level, wildcards.clip))),
+            "model": config["flame"]["model"], "landmarks": config["flame"]["landmark_embedding"]}
+
+
+def source_clip_dir(wildcards, input):
+    """The source clip's preprocessed folder, next to its shard table."""
+    return str(Path(input.shard).with_suffix("") / f"level_{PAIRED_SOURCE.level}" / wildcards.clip)
+
+
+EDIT_VIDEO_SETTINGS = " ".join([flags("renderer.networks", ["ngf", "downsample", "blocks", "frames"]), flags("edit", ["blend"]), DEVICE])

@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from scmcl.corpus.head import build_head
+from scmcl.corpus.manifest import scan_mead
 from scmcl.corpus.synth import SynthSettings, synth_actor
 from scmcl.face3d.flame_file import save_flame_model, save_landmark_embedding
 from scmcl.options import schema_default
+from scmcl.preprocess.settings import PreprocessSettings
+from scmcl.preprocess.shard import ShardRunner, run_shard
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -95,3 +98,19 @@ def corpus(tmp_path_factory, head_files):
     root = tmp_path_factory.mktemp("corpus")
     synth_actor(*head_files, root, ACTOR, EMOTIONS, [3], 1, SETTINGS)
     return root
+
+
+PREPROCESSED_CROP = 64
+
+
+@pytest.fixture(scope="session")
+def preprocessed(head_files, corpus, tmp_path_factory) -> list[str]:
+    """The corpus fixture's actor preprocessed at PREPROCESSED_CROP px: its shard tables, one per emotion."""
+    settings = PreprocessSettings(**{**schema_default("preprocess"), "crop_size": PREPROCESSED_CROP, "fit_iterations": 60,
+                                     "device": "cpu", "tracker": "synthetic", "tracker_noise_px": 0.5})
+    runner = ShardRunner(settings, str(head_files[0]), str(head_files[1]), str(corpus))
+    out = tmp_path_factory.mktemp("preprocessed")
+    manifest = scan_mead(corpus, actors=[ACTOR], emotions=EMOTIONS, levels=[3])
+    for emotion in EMOTIONS:
+        run_shard(manifest, ACTOR, emotion, out / emotion, out / f"{emotion}.parquet", runner)
+    return [str(out / f"{emotion}.parquet") for emotion in EMOTIONS]

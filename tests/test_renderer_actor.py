@@ -4,56 +4,35 @@ trained renderer beats the actor's mean face on a clip it never saw."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from scmcl.corpus.manifest import scan_mead
-from scmcl.options import schema_default
-from scmcl.preprocess.settings import PreprocessSettings
-from scmcl.preprocess.shard import ShardRunner, run_shard
+from scmcl.edit.conditioning import own_expressions
 from scmcl.renderer.evaluate import evaluate_renderer, summary
 from scmcl.renderer.networks import DiscriminatorSizes, RendererSizes
 from scmcl.renderer.rerender import Rerenderer
 from scmcl.renderer.train import RendererRun, RendererTrainSettings, train_renderer
 from scmcl.renderer.windows import RendererClip, actor_clip_dirs
-from tests.conftest import ACTOR, EMOTIONS
+from tests.conftest import PREPROCESSED_CROP as CROP
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-CROP = 64
 STEPS = 900  # about 2 minutes on one thread
 
 
-@pytest.fixture(scope="module")
-def shards(head_files, corpus, tmp_path_factory) -> list[str]:
-    settings = PreprocessSettings(**{**schema_default("preprocess"), "crop_size": CROP, "fit_iterations": 60,
-                                     "device": "cpu", "tracker": "synthetic", "tracker_noise_px": 0.5})
-    runner = ShardRunner(settings, str(head_files[0]), str(head_files[1]), str(corpus))
-    out = tmp_path_factory.mktemp("renderer_actor")
-    manifest = scan_mead(corpus, actors=[ACTOR], emotions=EMOTIONS, levels=[3])
-    for emotion in EMOTIONS:
-        run_shard(manifest, ACTOR, emotion, out / emotion, out / f"{emotion}.parquet", runner)
-    return [str(out / f"{emotion}.parquet") for emotion in EMOTIONS]
-
-
-def _own_expressions(clip: RendererClip) -> np.ndarray:
-    return np.concatenate([clip.table.block("pose")[:, 3:4], clip.table.block("exp")[:, :50]], axis=1)
-
-
-def test_rerendering_a_clips_own_expressions_reproduces_its_conditioning(shards, head_files) -> None:
-    clip = RendererClip(actor_clip_dirs(shards, [])[0][0])
+def test_rerendering_a_clips_own_expressions_reproduces_its_conditioning(preprocessed, head_files) -> None:
+    clip = RendererClip(actor_clip_dirs(preprocessed, [])[0][0])
     rerender = Rerenderer(str(head_files[0]), str(head_files[1]), torch.device("cpu"))
     frames = [0, 7, 11]
-    ours, stored = rerender.conditioning(clip, frames, _own_expressions(clip)[frames]), clip.conditioning(frames)
+    ours, stored = rerender.conditioning(clip, frames, own_expressions(clip)[frames]), clip.conditioning(frames)
     assert ours.shape == stored.shape == (3, 10, CROP, CROP)
     assert (ours - stored).abs().max() <= 1.5 / 255  # the same 8-bit levels, a level's rounding apart at most
     assert torch.equal(ours[:, 3:6], stored[:, 3:6]) and torch.equal(ours[:, 9], stored[:, 9])  # eye image, mask kept
 
 
-def test_an_opened_jaw_changes_the_lower_face_only(shards, head_files) -> None:
-    clip = RendererClip(actor_clip_dirs(shards, [])[0][0])
+def test_an_opened_jaw_changes_the_lower_face_only(preprocessed, head_files) -> None:
+    clip = RendererClip(actor_clip_dirs(preprocessed, [])[0][0])
     rerender = Rerenderer(str(head_files[0]), str(head_files[1]), torch.device("cpu"))
-    own = _own_expressions(clip)[[5]]
+    own = own_expressions(clip)[[5]]
     opened = own.copy()
     opened[:, 0] += 0.25  # radians of jaw opening
     changed = (rerender.images(clip, [5], opened) - rerender.images(clip, [5], own)).abs().amax(1)[0]  # (H, W)
@@ -64,8 +43,8 @@ def test_an_opened_jaw_changes_the_lower_face_only(shards, head_files) -> None:
     assert not (changed[: mouth_y - CROP // 4] > 0.02).any()  # the forehead and eyes do not move
 
 
-def test_a_trained_renderer_beats_the_mean_face_on_an_unseen_clip(shards, tmp_path) -> None:
-    train, test = actor_clip_dirs(shards, [])[0][:2], actor_clip_dirs(shards, [])[0][2:]  # neutral, happy | sad
+def test_a_trained_renderer_beats_the_mean_face_on_an_unseen_clip(preprocessed, tmp_path) -> None:
+    train, test = actor_clip_dirs(preprocessed, [])[0][:2], actor_clip_dirs(preprocessed, [])[0][2:]  # happy, neutral | sad
     settings = RendererTrainSettings(steps=STEPS, batch_size=1, run_frames=4, grow_every=10_000, frames_per_update=4, lr=2e-4,
                                      beta1=0.5, beta2=0.999, feat_weight=10.0, vgg_weight=10.0, mouth_weight=1.0,
                                      eye_weight=0.0, augment=True, mixed_precision=False, seed=0, checkpoint_every=STEPS,

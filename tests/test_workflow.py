@@ -30,6 +30,15 @@ def _merged(config: dict, overrides: dict) -> dict:
     return out
 
 
+def _reference_edits(config: dict) -> set[tuple[str, str, str]]:
+    """(actor, emotion, reference) of the reference-driven edits: the manipulator's own (first
+    actor, first emotion, last actor) and each result video's of edit.references."""
+    actors, emotions = config["actors"], [e for e in config["emotions"] if e != "neutral"]
+    rendered = config["renderer"]["actors"] or actors
+    results = {(a, e, r) for a in rendered for e in emotions for r in config.get("edit", {}).get("references", [])}
+    return results | {(actors[0], emotions[0], actors[-1])}
+
+
 def _expected_jobs(config: dict) -> dict[str, int]:
     """Every rule's job count, from the config: one job per actor, per (actor, emotion) shard,
     per (visual metric, actor); the SCMC actors are generated and preprocessed too. The paired
@@ -39,18 +48,21 @@ def _expected_jobs(config: dict) -> dict[str, int]:
     edited = len(actors) * len(config.get("test_clips", ["003"])) * (len(config["emotions"]) - 1)
     once = ("synth_head", "corpus_manifest", "align_audio", "train_scmc_audio", "train_scmc_expression",
             "train_scmc_image", "finetune_scmc_expression", "finetune_scmc_image", "paired_manifest",
-            "train_classifier", "manipulator_ablation", "manipulate_reference", "all")
+            "train_classifier", "manipulator_ablation", "all")
     rendered = len(config["renderer"]["actors"] or actors)
+    videos = rendered * (len(config["emotions"]) - 1) * (1 + len(config.get("edit", {}).get("references", [])))
     return {**dict.fromkeys(once, 1), "synth_corpus": len(preprocessed), "expression_table": len(preprocessed),
             "preprocess_shard": len(preprocessed) * len(config["emotions"]), "scmc_dists": 2 * len(actors),
             "paired_corpus": edited, "paired_preprocess_shard": len(actors) * (len(config["emotions"]) - 1),
             "paired_expression_table": len(actors), "train_manipulator": 2, "manipulate": 2 * edited,
-            "train_renderer": 2 * rendered, "evaluate_renderer": 2 * rendered}
+            "train_renderer": 2 * rendered, "evaluate_renderer": 2 * rendered, "edit_video": videos, "result_video": videos,
+            "manipulate_reference": len(_reference_edits(config))}
 
 
 @pytest.mark.parametrize("overrides", [
     {},
-    {"actors": ["SYN02", "SYN05", "SYN07", "SYN11"], "emotions": ["neutral", "happy", "sad"], "renderer": {"actors": []}},
+    {"actors": ["SYN02", "SYN05", "SYN07", "SYN11"], "emotions": ["neutral", "happy", "sad"], "renderer": {"actors": []},
+     "edit": {"references": []}},
     {"actors": ["SYN01"], "scmc": {"actors": ["SYN02", "SYN03"]}},
 ], ids=["demo", "four_actors_three_emotions", "other_scmc_actors"])
 def test_dry_run_schedules_every_rule_per_config(overrides, tmp_path):
@@ -79,6 +91,17 @@ def test_a_renderer_actor_outside_actors_is_one_error():
     result = run_cmd(["snakemake", "-n", "--config", "renderer={'actors': ['SYN09']}"])
     assert result.returncode != 0
     assert "renderer.actors names SYN09, which is not in actors (SYN01, SYN02, SYN03)" in result.stdout + result.stderr
+
+
+def test_a_result_the_config_does_not_have_is_one_error_naming_what_is_configured():
+    result = run_cmd(["snakemake", "-n", "results/M003/edited_happy.mp4"])
+    assert result.returncode != 0
+    assert ("results/M003/edited_happy.mp4: actor M003 has no renderer (renderer.actors: SYN01; add it there and to `actors`)"
+            in result.stdout + result.stderr)
+    result = run_cmd(["snakemake", "-n", "results/SYN01/edited_bored_ref_SYN02.mp4"])
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "emotion bored is not a configured non-neutral emotion" in text
+    assert "reference actor SYN02 is not in edit.references (SYN03)" in text
 
 
 def test_single_target_builds_only_its_actor():

@@ -4,6 +4,7 @@ nothing to do."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import imageio.v3 as iio
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from scmcl.io.media import probe
 from scmcl.renderer.checkpoint import load_network
 from scmcl.renderer.networks import Generator, RendererSizes
 from tests.conftest import REPO, run_cmd, tiny_workflow_config
@@ -113,6 +115,18 @@ def test_both_renderers_are_trained_published_and_scored_on_the_test_clips(run):
     metrics = pd.read_csv(workdir / "work/renderer/SYN01/scmcl.metrics.tsv", sep="\t")
     assert {"g_image_source", "g_image_generated", "g_image_target", "sim", "pseudo_fraction"} <= set(metrics.columns)
     assert "LPIPS-weighted paired term is skipped" in (workdir / "logs/train_renderer/scmcl/SYN01.log").read_text()
+
+
+def test_the_edited_video_has_the_sources_frames_duration_and_audio_and_a_record(run):
+    workdir, _ = run
+    video, source = workdir / "results/SYN01/edited_happy.mp4", workdir / "corpus/SYN01/video/front/neutral/level_1/002.mp4"
+    ours, theirs = probe(video), probe(source)
+    assert (ours.frames, ours.fps, ours.width, ours.height) == (theirs.frames, theirs.fps, theirs.width, theirs.height)
+    assert abs(ours.audio_duration - theirs.audio_duration) <= 1 / theirs.fps
+    record = json.loads((workdir / "results/SYN01/edited_happy.json").read_text())
+    assert record["source_video"] == "corpus/SYN01/video/front/neutral/level_1/002.mp4" and record["blend"] == "pyramid"
+    assert record["files"]["renderer"]["path"] == "work/renderer/SYN01/scmcl.pth"
+    assert record["edit"]["weights"] == "work/manipulator/scmcl.pth" and len(record["files"]["renderer"]["sha256"]) == 64
 
 
 def test_second_run_has_nothing_to_do(run):

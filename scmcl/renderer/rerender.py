@@ -6,6 +6,7 @@ The images are quantised to 8 bits like the preprocessed stacks the renderer tra
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
 from scmcl.io.clip_data import MASKS_ALIGNED
-from scmcl.preprocess.conditioning import nmfc_colors, nmfc_image, rasterize_surface, shape_image
+from scmcl.preprocess.conditioning import face_mask, nmfc_colors, nmfc_image, rasterize_surface, screen_vertices, shape_image
+from scmcl.preprocess.eyes import EYES
 from scmcl.renderer.windows import RendererClip
 
 #: The jaw opening of the 51-d view is the jaw's x-axis rotation, pose[3] of [global(3), jaw(3)].
@@ -24,6 +26,16 @@ JAW_OPEN = 3
 def _quantised(images: torch.Tensor) -> torch.Tensor:
     """(N, H, W, 3) in [0, 1] → (N, 3, H, W) rounded to the stacks' 8-bit levels."""
     return ((images.clamp(0, 1) * 255 + 0.5).floor() / 255).permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """``images`` (n, 6, H, W): NMFC then shape in [0, 1]; ``eyelids`` (n, 12, 2): the mesh's 68-point
+    eye landmarks 36-47 in the aligned crop; ``mask`` (n, H, W) bool: the pixels the mesh covers."""
+
+    images: torch.Tensor
+    eyelids: torch.Tensor
+    mask: torch.Tensor
 
 
 class Rerenderer:
@@ -42,9 +54,9 @@ class Rerenderer:
         return self.layers[key]
 
     @torch.no_grad()
-    def images(self, clip: RendererClip, frames: Sequence[int], expressions51: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(n, 6, H, W) in [0, 1]: NMFC then shape images of ``frames`` of ``clip`` with the
-        (n, 51) ``[jaw_open, exp_00..exp_49]`` values in place of the reconstructed ones."""
+    def render(self, clip: RendererClip, frames: Sequence[int], expressions51: np.ndarray | torch.Tensor) -> Rendered:
+        """NMFC and shape images and mesh eye points of ``frames`` of ``clip`` with the (n, 51)
+        ``[jaw_open, exp_00..exp_49]`` values in place of the reconstructed ones."""
         index = np.asarray(frames)
         table = clip.table
         shape, exp, pose, cam, align = (np.array(table.block(name)[index], np.float32)
@@ -60,7 +72,13 @@ class Rerenderer:
         size = clip.stacks[MASKS_ALIGNED].shape[1]
         surface = rasterize_surface(mesh.vertices, faces, tensor(cam), size, pixel_transform=tensor(align))
         nmfc = nmfc_image(surface, faces, nmfc_colors(layer.v_template).to(self.device))
-        return torch.cat([_quantised(nmfc), _quantised(shape_image(surface, faces))], dim=1)
+        images = torch.cat([_quantised(nmfc), _quantised(shape_image(surface, faces))], dim=1)
+        eyelids = screen_vertices(mesh.landmarks[:, EYES], tensor(cam), size, tensor(align))[..., :2]
+        return Rendered(images, eyelids, face_mask(surface, faces))
+
+    def images(self, clip: RendererClip, frames: Sequence[int], expressions51) -> torch.Tensor:
+        """(n, 6, H, W) in [0, 1]: the NMFC then the shape images of :meth:`render`."""
+        return self.render(clip, frames, expressions51).images
 
     def conditioning(self, clip: RendererClip, frames: Sequence[int], expressions51) -> torch.Tensor:
         """(n, 10, H, W): the clip's conditioning of ``frames`` with NMFC and shape re-rendered

@@ -114,6 +114,8 @@ def test_killed_training_rule_resumes_from_saved_step(workdir, name, sig):
 
 
 def test_failed_shard_leaves_no_partial_output_and_rerun_redoes_only_it(workdir, tmp_path):
+    # The renderer's kill test preprocesses SYN01 too: start this actor's shards afresh.
+    shutil.rmtree(workdir / "work/preprocess/SYN01", ignore_errors=True)
     truth = workdir / "corpus/SYN01/groundtruth/happy/level_3/002.parquet"
     kept = tmp_path / "002.parquet"
     shutil.copy2(truth, kept)

@@ -8,6 +8,9 @@ min_version("9.27")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/preprocess.smk"
@@ -15,6 +18,7 @@ include: "rules/scmc.smk"
 include: "rules/manipulator.smk"
 include: "rules/renderer.smk"
 include: "rules/edit.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
@@ -26,6 +30,7 @@ rule all:
         manipulator_files(),
         renderer_files(),
         result_files(),
+        evaluation_files(),
 
 
 rule corpus:
@@ -56,3 +61,8 @@ rule renderer:
 rule results:
     input:
         result_files(),
+
+
+rule evaluation:
+    input:
+        evaluation_files(),

@@ -391,20 +391,121 @@ def result_source(wildcards):
     return {"video": f"{stem}.mp4", "record": f"{stem}.json"}
 
 
+#: Videos of edit_video: the manipulator's variants, and the evaluation's naive baseline, which
+#: the scmcl renderer renders (only the manipulator differs from the best method).
+EDIT_VIDEO_VARIANTS = VARIANTS + ["naive"]
+
+
+def edit_stem(variant, actor, clip, emotion, ref=""):
+    """The edit table (without suffix) behind a video: the manipulator's, or the naive baseline's."""
+    folder = "work/evaluate/naive" if variant == "naive" else f"work/manipulator/edits/{variant}"
+    return f"{folder}/{actor}/{clip}_{emotion}{ref}"
+
+
 def edit_video_inputs(wildcards):
     """The edit (label- or reference-driven), the actor's renderer, the source clip's folder
     (listed by its shard table) and video, the FLAME files."""
-    edits = f"work/manipulator/edits/{wildcards.variant}/{wildcards.actor}/{wildcards.clip}_{wildcards.emotion}{wildcards.ref}"
+    edits = edit_stem(wildcards.variant, wildcards.actor, wildcards.clip, wildcards.emotion, wildcards.ref)
+    renderer = "scmcl" if wildcards.variant == "naive" else wildcards.variant
     return {"edit": f"{edits}.parquet", "edit_record": f"{edits}.json",
-            "renderer": renderer_weights(wildcards.variant, wildcards.actor),
+            "renderer": renderer_weights(renderer, wildcards.actor),
             "shard": f"work/preprocess/{wildcards.actor}/{PAIRED_SOURCE.emotion}.parquet",
             "video": str(video_path(ROOT, wildcards.actor, ClipKey(PAIRED_SOURCE.emotion, PAIRED_SOURCE.level, wildcards.clip))),
             "model": config["flame"]["model"], "landmarks": config["flame"]["landmark_embedding"]}
 
 
+def clip_folder(shard, level, clip=EDIT_CLIP):
+    """A preprocessed clip's folder, beside its shard table."""
+    return str(Path(shard).with_suffix("") / f"level_{level}" / clip)
+
+
 def source_clip_dir(wildcards, input):
-    """The source clip's preprocessed folder, next to its shard table."""
-    return str(Path(input.shard).with_suffix("") / f"level_{PAIRED_SOURCE.level}" / wildcards.clip)
+    """The source clip's preprocessed folder."""
+    return clip_folder(input.shard, PAIRED_SOURCE.level, wildcards.clip)
 
 
 EDIT_VIDEO_SETTINGS = " ".join([flags("renderer.networks", ["ngf", "downsample", "blocks", "frames"]), flags("edit", ["blend"]), DEVICE])
+
+
+# Evaluation (rules/evaluate.smk; the synthetic corpus's paired ground truth): per renderer actor,
+# its edit clip in every non-neutral emotion as each row's video, against the paired truth.
+EVALUATE = config["evaluate"]
+EVALUATION_ROWS = ["source", "naive", "ned", "scmcl", "truth"]
+SOURCE_SHARD = f"work/preprocess/{{actor}}/{PAIRED_SOURCE.emotion}.parquet"
+
+
+def source_video(actor):
+    return str(video_path(ROOT, actor, ClipKey(PAIRED_SOURCE.emotion, PAIRED_SOURCE.level, EDIT_CLIP)))
+
+
+def evaluation_row_inputs(wildcards):
+    """A row's video and driving expression table per emotion, the paired truth's videos, shard
+    tables and expressions, the source's video and shard, both classifiers."""
+    actor, row, emotions = wildcards.actor, wildcards.row, EDIT_EMOTIONS
+    truth_videos = [paired_clip_file("video", actor, e, EDIT_CLIP) for e in emotions]
+    truth_expressions = f"{PAIRED_TREE.preprocess}/{actor}/expressions.parquet"
+    if row == "source":
+        videos, drivers = [source_video(actor)] * len(emotions), [f"work/preprocess/{actor}/expressions.parquet"] * len(emotions)
+    elif row == "truth":
+        videos, drivers = truth_videos, [truth_expressions] * len(emotions)
+    else:
+        videos = [f"work/edit/{row}/{actor}/{EDIT_CLIP}_{e}.mp4" for e in emotions]
+        drivers = [f"{edit_stem(row, actor, EDIT_CLIP, e)}.parquet" for e in emotions]
+    return {"videos": videos, "drivers": drivers, "truth_videos": truth_videos, "truth_expressions": truth_expressions,
+            "truth_shards": [f"{PAIRED_TREE.preprocess}/{actor}/{e}.parquet" for e in emotions],
+            "source_video": source_video(actor), "source_shard": SOURCE_SHARD.format(actor=actor),
+            "face_classifier": "work/evaluate/face_classifier.pt", "expression_classifier": "work/manipulator/classifier.pt"}
+
+
+def evaluation_row_flags(wildcards, input):
+    """The clip folders of the row's shard tables."""
+    truth = " ".join(clip_folder(shard, PAIRED_LEVEL) for shard in input.truth_shards)
+    return f"--truth-clips {truth} --source-clip {clip_folder(input.source_shard, PAIRED_SOURCE.level)}"
+
+
+def contact_sheet_videos(wildcards):
+    """Source | naive | NED | NED+SCMCL | paired truth of one actor's edit clip in one emotion."""
+    edits = [f"work/edit/{row}/{wildcards.actor}/{EDIT_CLIP}_{wildcards.emotion}.mp4" for row in ["naive", "ned", "scmcl"]]
+    return [source_video(wildcards.actor), *edits, paired_clip_file("video", wildcards.actor, wildcards.emotion, EDIT_CLIP)]
+
+
+def trainer_metrics():
+    """The metrics table of every trainer that runs (a released checkpoint has none)."""
+    scmc = [f"work/scmc/{name}.metrics.tsv" for name in ["audio", "expression", "image", "finetune_expression", "finetune_image"]]
+    manipulator = [f"work/manipulator/{variant}.metrics.tsv" for variant in TRAINED_VARIANTS]
+    renderer = [f"work/renderer/{actor}/{variant}.metrics.tsv" for actor in RENDERER_ACTORS for variant in RENDERER_VARIANTS
+                if actor not in RENDERER["weights"][variant]]
+    return scmc + manipulator + renderer
+
+
+def video_page_entries(wildcards, input):
+    """`scmcl evaluate page` entries: per renderer actor and emotion, its videos side by side."""
+    labels = ["source (neutral)", "NED", "NED+SCMCL", *[f"NED+SCMCL, style of {ref}" for ref in EDIT["references"]], "paired truth"]
+    per_entry = len(labels)
+    entries = []
+    for n, (actor, emotion) in enumerate((a, e) for a in RENDERER_ACTORS for e in EDIT_EMOTIONS):
+        videos = input.videos[n * per_entry:(n + 1) * per_entry]
+        entries.append("'" + "|".join([f"{actor} {emotion}"] + [f"{label}={video}" for label, video in zip(labels, videos)]) + "'")
+    return " ".join(entries)
+
+
+def video_page_videos():
+    """The page's videos, in video_page_entries' order."""
+    videos = []
+    for actor in RENDERER_ACTORS:
+        for emotion in EDIT_EMOTIONS:
+            stem = f"work/edit/{{variant}}/{actor}/{EDIT_CLIP}_{emotion}"
+            videos += [source_video(actor), f"{stem.format(variant='ned')}.mp4", f"{stem.format(variant='scmcl')}.mp4",
+                       *[f"{stem.format(variant='scmcl')}_ref_{ref}.mp4" for ref in EDIT["references"]],
+                       paired_clip_file("video", actor, emotion, EDIT_CLIP)]
+    return videos
+
+
+def evaluation_files():
+    """The evaluation table and plot, the contact sheets, the training curves and the video page
+    (synthetic corpus only: real data has no paired ground truth)."""
+    if config["dataset"] != "synthetic":
+        return []
+    sheets = [f"work/evaluate/{actor}/sheet_{emotion}.png" for actor in RENDERER_ACTORS for emotion in EDIT_EMOTIONS]
+    curves = [path.replace("work/", "work/report/curves/", 1).replace(".metrics.tsv", ".png") for path in trainer_metrics()]
+    return ["results/evaluation.tsv", "results/evaluation.png", *sheets, *curves, "work/report/videos"]

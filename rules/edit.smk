@@ -15,7 +15,7 @@ rule edit_video:
     benchmark:
         "benchmarks/edit_video/{variant}/{actor}/{clip}_{emotion}{ref}.tsv"
     wildcard_constraints:
-        variant="|".join(VARIANTS),
+        variant="|".join(EDIT_VIDEO_VARIANTS),
         actor="|".join(RENDERER_ACTORS),
         clip="[0-9]+",
         ref=f"({REFERENCE_SUFFIX})?" if REFERENCE_SUFFIX else "()",

@@ -9,6 +9,7 @@ import sys
 
 from scmcl.corpus import cli as corpus_cli
 from scmcl.edit import cli as edit_cli
+from scmcl.evaluate import cli as evaluate_cli
 from scmcl.face3d import cli as face3d_cli
 from scmcl.manipulator import cli as manipulator_cli
 from scmcl.preprocess import cli as preprocess_cli
@@ -16,7 +17,7 @@ from scmcl.preprocess import track_cli
 from scmcl.renderer import cli as renderer_cli
 from scmcl.scmc import cli as scmc_cli
 
-STAGES = (corpus_cli, preprocess_cli, track_cli, scmc_cli, manipulator_cli, renderer_cli, edit_cli)
+STAGES = (corpus_cli, preprocess_cli, track_cli, scmc_cli, manipulator_cli, renderer_cli, edit_cli, evaluate_cli)
 #: Stages that add a ``scmcl bench <verb>``.
 BENCHES = (face3d_cli, scmc_cli, renderer_cli)
 

@@ -50,7 +50,8 @@ def _find(clips: dict[tuple, np.ndarray], actor: str, emotion: str, clip: str, w
     return found[0]
 
 
-def _row_distance(a: np.ndarray, b: np.ndarray) -> float:
+def expression_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over frames of the L2 distance of two (T,51) clips' 50 expression values (no jaw)."""
     return float(np.linalg.norm(a[:, 1:] - b[:, 1:], axis=1).mean())
 
 
@@ -65,7 +66,7 @@ def score_edit(edit: np.ndarray, source: np.ndarray, truth: np.ndarray, target: 
     full = np.linalg.norm(edit - source, axis=1)
     half = np.linalg.norm(apply_intensity(source, edit, np.full(len(edit), 0.5)) - source, axis=1)
     moved = full > 1e-9
-    return {"dist_source": _row_distance(source[:n], truth[:n]), "dist_edit": _row_distance(edit[:n], truth[:n]),
+    return {"dist_source": expression_distance(source[:n], truth[:n]), "dist_edit": expression_distance(edit[:n], truth[:n]),
             "static_source": _static_distance(source[:n], truth[:n]), "static_edit": _static_distance(edit[:n], truth[:n]),
             "jaw_corr": float(np.corrcoef(edit[:, 0], source[:, 0])[0, 1]),
             "target_rate": float((called(edit) == target).mean()),

@@ -50,12 +50,16 @@ def _expected_jobs(config: dict) -> dict[str, int]:
             "train_scmc_image", "finetune_scmc_expression", "finetune_scmc_image", "paired_manifest",
             "train_classifier", "manipulator_ablation", "all")
     rendered = len(config["renderer"]["actors"] or actors)
-    videos = rendered * (len(config["emotions"]) - 1) * (1 + len(config.get("edit", {}).get("references", [])))
-    return {**dict.fromkeys(once, 1), "synth_corpus": len(preprocessed), "expression_table": len(preprocessed),
+    results = rendered * (len(config["emotions"]) - 1) * (1 + len(config.get("edit", {}).get("references", [])))
+    evaluated = rendered * (len(config["emotions"]) - 1)  # each also rendered by ned and from the naive edit
+    evaluation = {"train_face_classifier": 1, "naive_edit": evaluated, "evaluate_row": 5 * rendered, "evaluation_table": 1,
+                  "contact_sheet": evaluated, "training_curves": 5 + 2 + 2 * rendered, "videos_page": 1}
+    return {**evaluation, **dict.fromkeys(once, 1), "synth_corpus": len(preprocessed), "expression_table": len(preprocessed),
             "preprocess_shard": len(preprocessed) * len(config["emotions"]), "scmc_dists": 2 * len(actors),
             "paired_corpus": edited, "paired_preprocess_shard": len(actors) * (len(config["emotions"]) - 1),
             "paired_expression_table": len(actors), "train_manipulator": 2, "manipulate": 2 * edited,
-            "train_renderer": 2 * rendered, "evaluate_renderer": 2 * rendered, "edit_video": videos, "result_video": videos,
+            "train_renderer": 2 * rendered, "evaluate_renderer": 2 * rendered, "edit_video": results + 2 * evaluated,
+            "result_video": results,
             "manipulate_reference": len(_reference_edits(config))}
 
 

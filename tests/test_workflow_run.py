@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 
 import imageio.v3 as iio
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from scmcl.evaluate.score import FIGURES
 from scmcl.io.media import probe
 from scmcl.renderer.checkpoint import load_network
 from scmcl.renderer.networks import Generator, RendererSizes
@@ -127,6 +129,32 @@ def test_the_edited_video_has_the_sources_frames_duration_and_audio_and_a_record
     assert record["source_video"] == "corpus/SYN01/video/front/neutral/level_1/002.mp4" and record["blend"] == "pyramid"
     assert record["files"]["renderer"]["path"] == "work/renderer/SYN01/scmcl.pth"
     assert record["edit"]["weights"] == "work/manipulator/scmcl.pth" and len(record["files"]["renderer"]["sha256"]) == 64
+
+
+def test_the_evaluation_scores_every_method_and_the_report_plays_the_videos(run):
+    workdir, args = run
+    table = pd.read_csv(workdir / "results/evaluation.tsv", sep="\t")
+    assert list(table.row.unique()) == ["source", "naive", "ned", "scmcl", "truth"]
+    assert set(table.emotion) == {"happy", "mean"} and (table.videos > 0).all()
+    assert set(FIGURES) <= set(table.columns)
+    figures = table.set_index("row")
+    assert figures.loc["truth", "expression_error"].max() == 0 and figures.loc["source", "expression_accuracy"].max() == 0
+    assert table.expression_error.notna().all() and table.image_accuracy.between(0, 1).all()
+    assert iio.imread(workdir / "results/evaluation.png").ndim == 3
+    assert iio.imread(workdir / "work/evaluate/SYN01/sheet_happy.png").shape[1] == 5 * CONFIG["synthetic"]["resolution"]
+    for curves in ("scmc/audio", "manipulator/scmcl", "renderer/SYN01/ned"):
+        assert (workdir / f"work/report/curves/{curves}.png").stat().st_size > 0
+
+    built = run_cmd([*args, "--report", str(workdir / "report.zip")])
+    assert built.returncode == 0, built.stderr[-3000:]
+    with zipfile.ZipFile(workdir / "report.zip") as report:
+        names = report.namelist()
+        page = next(n for n in names if n.endswith("work/report/videos/index.html"))
+        html = report.read(page).decode()
+        assert html.count("<video") == 4  # source, NED, NED+SCMCL, the paired truth
+        for src in re.findall(r'src="([^"]+)"', html):
+            assert page.replace("index.html", src) in names
+        assert any(n.endswith("results/evaluation.png") for n in names)
 
 
 def test_second_run_has_nothing_to_do(run):

@@ -149,7 +149,7 @@ def test_the_evaluation_scores_every_method_and_the_report_plays_the_videos(run)
     assert built.returncode == 0, built.stderr[-3000:]
     with zipfile.ZipFile(workdir / "report.zip") as report:
         names = report.namelist()
-        page = next(n for n in names if n.endswith("work/report/videos/index.html"))
+        page = next(n for n in names if n.endswith("/index.html"))  # the video page, under report/data/raw/<id>/
         html = report.read(page).decode()
         assert html.count("<video") == 4  # source, NED, NED+SCMCL, the paired truth
         for src in re.findall(r'src="([^"]+)"', html):

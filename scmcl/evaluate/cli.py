@@ -80,6 +80,7 @@ def _sheet(args: argparse.Namespace) -> int:
     if len(args.labels) != len(args.videos):
         raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.videos)} --videos")
     contact_sheet(list(zip(args.labels, args.videos)), args.contact_frames, args.out)
+    print(f"contact sheet of {len(args.videos)} videos, {args.contact_frames} frames -> {args.out}")
     return 0
 
 
@@ -91,6 +92,7 @@ def _page(args: argparse.Namespace) -> int:
         heading, *videos = item.split("|")
         entries.append((heading, [tuple(v.split("=", 1)) for v in videos]))
     videos_page(entries, args.title, args.out)
+    print(f"video page of {sum(len(videos) for _, videos in entries)} videos -> {args.out}/index.html")
     return 0
 
 

@@ -154,7 +154,7 @@ def test_the_evaluation_scores_every_method_and_the_report_plays_the_videos(run)
         assert html.count("<video") == 4  # source, NED, NED+SCMCL, the paired truth
         for src in re.findall(r'src="([^"]+)"', html):
             assert page.replace("index.html", src) in names
-        assert any(n.endswith("results/evaluation.png") for n in names)
+        assert any(n.endswith("/evaluation.png") for n in names) and any(n.endswith("/sheet_happy.png") for n in names)
 
 
 def test_second_run_has_nothing_to_do(run):

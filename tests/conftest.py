@@ -67,7 +67,7 @@ def tiny_workflow_config(scmc: dict, **top) -> dict:
             "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
             "synthetic": {"sentences": 2, "resolution": 64}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
             "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, "manipulator": TINY_MANIPULATOR,
-            "renderer": TINY_RENDERER, "evaluate": {"face_classifier": {"steps": 20, "widths": [8, 8], "size": 32}}, **top}
+            "renderer": TINY_RENDERER, "evaluate": {"face_classifier": {"steps": 20, "widths": [8, 8], "image_size": 32}}, **top}
 
 
 # A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scmcl.corpus.layout import ClipKey, video_path
-from scmcl.edit.composite import aligned_to_frame, composite, inside_crop, pyramid_blend
+from scmcl.edit.composite import PYRAMID_LEVELS, aligned_to_frame, composite, inside_crop, pyramid_blend
 from scmcl.edit.conditioning import edited_conditioning, moved_eye_points, own_expressions
 from scmcl.edit.video import render_edit
 from scmcl.io.clip_data import expression_rows
@@ -67,8 +67,8 @@ def test_blends_take_the_face_inside_the_mask_and_the_frame_outside() -> None:
     generator = torch.Generator().manual_seed(0)
     face, frame = torch.rand(1, 3, 64, 64, generator=generator), torch.rand(1, 3, 64, 64, generator=generator)
     ones, zeros = torch.ones(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)
-    assert torch.allclose(pyramid_blend(face, frame, ones), face, atol=1e-5)
-    assert torch.allclose(pyramid_blend(face, frame, zeros), frame, atol=1e-5)
+    assert torch.allclose(pyramid_blend(face, frame, ones, PYRAMID_LEVELS), face, atol=1e-5)
+    assert torch.allclose(pyramid_blend(face, frame, zeros, PYRAMID_LEVELS), frame, atol=1e-5)
     identity = np.array([[[1.0, 0, 0], [0, 1.0, 0]]])
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., 16:48, 16:48] = 1

@@ -29,7 +29,6 @@ from scmcl.io.atomic import write_parquet
 from scmcl.io.clip_data import FACES_ALIGNED, EXPRESSION_COLUMNS, expression_rows, read_clip_stack
 from scmcl.io.media import read_frames, write_video
 from scmcl.io.stacks import write_stack
-from scmcl.renderer.windows import actor_clip_dirs
 from scmcl.train.loop import WeightFileError
 
 
@@ -110,8 +109,8 @@ def test_naive_offset_is_the_training_clips_emotion_mean_minus_neutral_without_t
 
 
 def test_a_clips_own_video_cuts_to_its_preprocessed_faces_exactly(preprocessed, corpus):
-    clip_dir = actor_clip_dirs(preprocessed, [])[0][0]
     table = pd.read_parquet(preprocessed[0])
+    clip_dir = table.directory.iloc[0]
     video = corpus / "SYN01/video/front" / table.emotion.iloc[0] / f"level_{table.level.iloc[0]}" / f"{table['clip'].iloc[0]}.mp4"
     faces, masks = clip_faces(read_frames(video), clip_dir)
     stored = read_clip_stack(clip_dir, FACES_ALIGNED)

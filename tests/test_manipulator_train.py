@@ -108,7 +108,7 @@ def build_data(root: Path, head_files) -> Data:
     _write_distances(root / "dists" / ACTOR, table, manifest)
     seed_everything(0)
     metric = JointModels("expression")
-    publish_weights(root / "metric.pt", finetune_contents("expression"), "test", {"nframe": 2, "models": metric.state_dict()})
+    publish_weights(root / "metric.pt", finetune_contents("expression"), "test", {"nframe": 2, "models": metric.state_dict(), "image_size": None, "image_crop": None})
     return Data(root, root / "expressions.parquet", root / "paired.parquet", root / "dists", root / "metric.pt", manifest)
 
 

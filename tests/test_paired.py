@@ -126,7 +126,9 @@ def mead(tmp_path):
     for path in ("head/generic_model.pkl", "head/landmark_embedding.npy"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).touch()
-    (tmp_path / "MEAD" / ACTOR / "video").mkdir(parents=True)
+    source = tmp_path / "MEAD" / ACTOR / "video/front/neutral/level_1" / f"{TEST_CLIP}.mp4"  # the edited video's source
+    source.parent.mkdir(parents=True)
+    source.touch()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**CONFIG, "dataset": "mead", "data_root": "MEAD"}))
     return tmp_path
 

@@ -21,7 +21,7 @@ TEXTS = (
     "Pack my box with five dozen liquor jugs.",
     "Yes, she measured the azure treasure; oh, the joy! Thin things, though.",
 )
-VOICE = Voice(variant="m3", pitch=40, range=60, rate=160)
+VOICE = Voice(espeak_variant="m3", pitch=40, range=60, rate=160)
 SAD = Prosody(rate_scale=0.8, pitch_shift=-10, range_scale=0.6, volume=80)
 ANGRY = Prosody(rate_scale=1.12, pitch_shift=6, range_scale=1.5, volume=130)
 
@@ -74,14 +74,14 @@ def test_same_sentence_two_prosodies_same_visemes_different_timing(neutral):
 
 
 def test_voice_variants_sound_different_but_say_the_same(neutral):
-    female = synthesize(SENTENCE, Voice(variant="f2", pitch=40, range=60, rate=160))
+    female = synthesize(SENTENCE, Voice(espeak_variant="f2", pitch=40, range=60, rate=160))
     n = min(len(female.samples), len(neutral.samples))
     assert not np.allclose(female.samples[:n], neutral.samples[:n], atol=1e-2)
     assert viseme_sequence(female.phones) == viseme_sequence(neutral.phones)
 
 
 def test_synthesis_does_not_depend_on_what_was_said_before(neutral):
-    synthesize("Something else entirely, with a pause.", Voice(variant="f5"), ANGRY)
+    synthesize("Something else entirely, with a pause.", Voice(espeak_variant="f5"), ANGRY)
     again = synthesize(SENTENCE, VOICE)
     np.testing.assert_array_equal(again.samples, neutral.samples)
     assert again.phones == neutral.phones
@@ -89,7 +89,7 @@ def test_synthesis_does_not_depend_on_what_was_said_before(neutral):
 
 def test_unknown_voices_are_rejected_and_synthesis_goes_on():
     with pytest.raises(ValueError, match="variant"):
-        synthesize("Hello.", Voice(variant="no-such-variant"))
+        synthesize("Hello.", Voice(espeak_variant="no-such-variant"))
     with pytest.raises(ValueError, match="voice"):
         synthesize("Hello.", Voice(name="xx-nowhere"))
     assert len(synthesize("Hello.", Voice()).phones) > 3
@@ -144,7 +144,7 @@ def test_variant_mnemonics_fall_back_to_their_base():
 
 
 def test_every_mnemonic_espeak_emits_has_a_viseme():
-    seen = {p.phoneme for text in TEXTS for v in (None, "f2") for p in synthesize(text, Voice(variant=v)).phones}
+    seen = {p.phoneme for text in TEXTS for v in (None, "f2") for p in synthesize(text, Voice(espeak_variant=v)).phones}
     assert len(seen) > 50
     for mnemonic in seen:
         viseme = viseme_of(mnemonic)

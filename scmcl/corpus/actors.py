@@ -117,7 +117,7 @@ def make_actor(name: str, seed: int, num_shape: int) -> Actor:
         shape=rng.normal(0, 0.8, num_shape),
         palette=palette,
         background=(top, np.clip(top * rng.uniform(0.4, 0.8), 0, 1)),
-        voice=Voice(name="en-us", variant=variant, pitch=int(rng.integers(30, 70)), range=int(rng.integers(40, 70)),
+        voice=Voice(name="en-us", espeak_variant=variant, pitch=int(rng.integers(30, 70)), range=int(rng.integers(40, 70)),
                     rate=int(rng.integers(150, 185))),
         gains=np.exp(rng.normal(0, 0.25, len(EXPRESSION_NAMES))),
         quirks=quirks,

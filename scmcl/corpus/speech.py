@@ -62,7 +62,7 @@ class Voice:
     """An actor's voice: espeak voice, optional variant (``"m3"``, ``"f2"``), pitch/range 0-100, words/min."""
 
     name: str = "en-us"
-    variant: str | None = None
+    espeak_variant: str | None = None
     pitch: int = 50
     range: int = 50
     rate: int = 175
@@ -337,7 +337,7 @@ def _timeline(events: list[tuple[int, str]], duration: float) -> list[Phone]:
 
 def synthesize(text: str, voice: Voice, prosody: Prosody = NEUTRAL) -> Speech:
     """Speak ``text`` in ``voice`` with ``prosody``; the result depends only on the arguments."""
-    request = _Request(text, voice.name, voice.variant, _parameters(voice, prosody))
+    request = _Request(text, voice.name, voice.espeak_variant, _parameters(voice, prosody))
     sample_rate, audio, events = _speak(request)
     samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
     return Speech(samples, sample_rate, _timeline(events, len(samples) / sample_rate))

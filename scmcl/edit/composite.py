@@ -63,7 +63,7 @@ def _up(coarse: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return kornia.geometry.transform.resize(kornia.geometry.transform.pyrup(coarse), like.shape[-2:])
 
 
-def pyramid_blend(face: torch.Tensor, frame: torch.Tensor, mask: torch.Tensor, levels: int = PYRAMID_LEVELS) -> torch.Tensor:
+def pyramid_blend(face: torch.Tensor, frame: torch.Tensor, mask: torch.Tensor, levels: int) -> torch.Tensor:
     """Blend (T, 3, H, W) ``face`` into ``frame`` level by level of their Laplacian pyramids,
     weighted by the Gaussian pyramid of ``mask`` (T, 1, H, W)."""
     masks = [mask]
@@ -106,7 +106,7 @@ def composite(faces: torch.Tensor, masks: torch.Tensor, frames: torch.Tensor, ma
     face = to_frames((faces + 1) / 2, matrices, height, width)
     mask = to_frames(soft, matrices, height, width).clamp(0, 1)
     if method == "pyramid":
-        return pyramid_blend(face, frames, mask).clamp(0, 1)
+        return pyramid_blend(face, frames, mask, PYRAMID_LEVELS).clamp(0, 1)
     if method == "poisson":
         return poisson_blend(face, frames, mask)
     hard = (mask > 0.5).to(frames)

@@ -15,7 +15,7 @@ def _face_classifier(args: argparse.Namespace) -> int:
     from scmcl.io.atomic import atomic_path
 
     setup_job(args.threads)
-    settings = FaceClassifierSettings(args.size, tuple(args.widths), args.steps, args.batch_size, args.lr, args.seed)
+    settings = FaceClassifierSettings(args.image_size, tuple(args.widths), args.steps, args.batch_size, args.lr, args.seed)
     model, report = train_face_classifier(args.shards, args.emotions, args.test_clips, settings, args.device)
     save_face_classifier(args.out, model, report)
     with atomic_path(args.report) as tmp:

@@ -61,3 +61,31 @@ def shape_problems(name: str, expected: Mapping[str, torch.Tensor], state: Mappi
     return [f"{name}.{key} is {_shape(state[key])} in the file but {tuple(value.shape)} here"
             for key, value in expected.items()
             if key in state and not (isinstance(state[key], torch.Tensor) and state[key].shape == value.shape)]
+
+
+def read_strict_state(path: Path, expected: Mapping[str, torch.Tensor], what: str, error: type[ValueError], *,
+                      under: str | None = None, drop: str | None = None, may_lack: tuple[str, ...] = ()) -> dict:
+    """A user's weight file as a state dict that fits ``expected`` key for key and shape for
+    shape, ready for ``load_state_dict(strict=True)``; any misfit is one ``error`` naming the
+    file and ``what`` it should be. ``under``: the container key the state dict sits under
+    (``{'state_dict': ...}``); a ``module.`` prefix (``nn.DataParallel``) is dropped; ``drop``:
+    a key prefix the file carries that is not used here (VGG's classifier); ``may_lack``: key
+    suffixes the official loaders let a file lack (BatchNorm's ``num_batches_tracked`` in old
+    releases), taken from ``expected`` then."""
+    state = read_weights(path, what, error)
+    if under is not None:
+        if not isinstance(state, dict) or under not in state:
+            raise error(f"{path} has no '{under}' entry: it is not {what}")
+        state = state[under]
+    if not isinstance(state, dict):
+        raise error(f"{path} holds a {type(state).__name__}, not {what}")
+    state = unwrap_data_parallel(state)
+    if drop:
+        state = {key: value for key, value in state.items() if not str(key).startswith(drop)}
+    for key, value in expected.items():
+        if key not in state and key.endswith(may_lack):
+            state[key] = value
+    problems = layout_problems(what, expected, state) + shape_problems(what, expected, state)
+    if problems:
+        raise error(f"{path} is not {what}: {problems[0]}")
+    return state

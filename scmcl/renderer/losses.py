@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from scmcl.io.state_dicts import layout_problems, read_weights, shape_problems
+from scmcl.io.state_dicts import read_strict_state
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,10 @@ def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tenso
 
 
 def _vgg19(weights: str) -> nn.Sequential:
-    path = Path(weights)
-    state = read_weights(path, "VGG-19 weights", VggWeightsError)
-    if not isinstance(state, dict):
-        raise VggWeightsError(f"{path} holds a {type(state).__name__}, not torchvision's VGG-19 state dict")
     features = torchvision.models.vgg19(weights=None).features
     expected = {f"features.{key}": value for key, value in features.state_dict().items()}
-    state = {key: value for key, value in state.items() if not str(key).startswith("classifier.")}  # unused here
-    problems = layout_problems("VGG-19", expected, state) + shape_problems("VGG-19", expected, state)
-    if problems:
-        raise VggWeightsError(f"{path} is not torchvision's VGG-19 (vgg19-dcbb9e9d.pth): {problems[0]}")
+    state = read_strict_state(Path(weights), expected, "torchvision's VGG-19 (vgg19-dcbb9e9d.pth)", VggWeightsError,
+                              drop="classifier.")  # the classifier is unused here
     features.load_state_dict({key.removeprefix("features."): value for key, value in state.items()}, strict=True)
     return features[:VGG_SLICES[-1]]
 

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from scmcl.io.state_dicts import layout_problems, read_weights, shape_problems
+from scmcl.io.state_dicts import read_strict_state
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +30,6 @@ EPS = 1e-10
 
 class LpipsWeightsError(ValueError):
     """A file that is not the lpips package's vgg.pth or torchvision's VGG-16."""
-
-
-def _strict(path: Path, expected: dict, what: str, drop: str | None = None) -> dict:
-    """The file's state dict, checked key for key and shape for shape (``drop``: a key prefix
-    the file may carry that is not used, e.g. VGG's classifier)."""
-    state = read_weights(path, what, LpipsWeightsError)
-    if not isinstance(state, dict):
-        raise LpipsWeightsError(f"{path} holds a {type(state).__name__}, not {what}")
-    if drop:
-        state = {key: value for key, value in state.items() if not str(key).startswith(drop)}
-    problems = layout_problems(what, expected, state) + shape_problems(what, expected, state)
-    if problems:
-        raise LpipsWeightsError(f"{path} is not {what}: {problems[0]}")
-    return state
 
 
 class _Linear(nn.Module):
@@ -64,12 +50,14 @@ class Lpips(nn.Module):
         super().__init__()
         features = torchvision.models.vgg16(weights=None).features[:SLICES[-1]]
         expected = {f"features.{k}": v for k, v in features.state_dict().items()}
-        state = _strict(Path(backbone), expected, "torchvision's VGG-16 (vgg16-397923af.pth)", drop="classifier.")
+        state = read_strict_state(Path(backbone), expected, "torchvision's VGG-16 (vgg16-397923af.pth)", LpipsWeightsError,
+                                  drop="classifier.")
         features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()}, strict=True)
         starts = (0, *SLICES[:-1])
         self.slices = nn.ModuleList(features[a:b] for a, b in zip(starts, SLICES))
         self.lins = nn.ModuleDict({f"lin{k}": _Linear(c) for k, c in enumerate(CHANNELS)})  # the package's key names
-        self.lins.load_state_dict(_strict(Path(linear), self.lins.state_dict(), "the lpips package's vgg.pth"), strict=True)
+        self.lins.load_state_dict(read_strict_state(Path(linear), self.lins.state_dict(), "the lpips package's vgg.pth",
+                                                   LpipsWeightsError), strict=True)
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
         self.requires_grad_(False)

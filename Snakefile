@@ -31,6 +31,7 @@ rule all:
         renderer_files(),
         result_files(),
         evaluation_files(),
+        paper_files() if any(PAPER["weights"].values()) else [],  # without a network every metric is skipped
 
 
 rule corpus:

@@ -277,7 +277,7 @@ def edit_command(reference):
             " {params.settings} --out {output.edit} --record {output.record} > {log} 2>&1")
 
 
-EDIT_SETTINGS = " ".join([NETWORK_FLAGS, flags("scmc.dists", ["seq_len"]), flags("manipulator.edit")])
+EDIT_SETTINGS = " ".join([NETWORK_FLAGS, flags("", ["test_clips"]), flags("scmc.dists", ["seq_len"]), flags("manipulator.edit")])
 
 
 def label_edits(variant):
@@ -362,7 +362,8 @@ EDIT = config["edit"]
 EDIT_CLIP = config["test_clips"][0]
 for _actor in [a for a in EDIT["references"] if a not in ALL_ACTORS]:
     raise WorkflowError(f"edit.references names {_actor}, which is not a configured actor ({', '.join(ALL_ACTORS)})")
-REFERENCE_SUFFIX = "|".join(f"_ref_{actor}" for actor in EDIT["references"])
+#: Reference-driven videos may be styled by any actor: edit.references and the paper protocols'.
+REFERENCE_SUFFIX = "|".join(f"_ref_{actor}" for actor in ALL_ACTORS)
 
 
 def result_files():
@@ -509,3 +510,53 @@ def evaluation_files():
     sheets = [f"work/evaluate/{actor}/sheet_{emotion}.png" for actor in RENDERER_ACTORS for emotion in EDIT_EMOTIONS]
     curves = [path.replace("work/", "work/report/curves/", 1).replace(".metrics.tsv", ".png") for path in trainer_metrics()]
     return ["results/evaluation.tsv", "results/evaluation.png", *sheets, *curves, "work/report/videos"]
+
+
+# The SPFEM papers' metrics (rules/evaluate.smk): every test actor's edit clip styled into each
+# emotion by its own clips (intra-ID) and by the previous actor's (cross-ID), both methods.
+PAPER = EVALUATE["paper"]
+PAPER_ACTORS = PAPER["actors"] or RENDERER_ACTORS
+for _actor in [a for a in PAPER_ACTORS if a not in RENDERER_ACTORS]:
+    raise WorkflowError(f"evaluate.paper.actors names {_actor}, which has no renderer (renderer.actors: "
+                        f"{', '.join(RENDERER_ACTORS)}): add it there or remove it")
+PAPER_PROTOCOLS = ["intra_id", "cross_id"]
+PAPER_WEIGHTS = flags("evaluate.paper.weights")
+
+
+def paper_weight_state(networks=("arcface", "efficientface", "syncnet")):
+    """Each configured file's size and time: a param, so supplying or replacing one reruns the
+    metrics it feeds (the files are no inputs: a missing one skips its metrics, not the run)."""
+    state = []
+    for path in (PAPER["weights"][name] for name in networks):
+        stat = Path(path).stat() if path and Path(path).is_file() else None
+        state.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"{path}:absent")
+    return state
+
+
+def paper_reference(protocol, actor):
+    """The reference actor: the actor itself (intra-ID), or the one before it in `actors`,
+    cyclically (cross-ID, as the CDRL scripts pair RAVDESS's Actor_02 with Actor_01 and Actor_01
+    with Actor_06)."""
+    if protocol == "intra_id":
+        return actor
+    if len(config["actors"]) < 2:
+        raise WorkflowError("results/paper_cross_id.tsv needs a second actor in `actors`: cross-ID styles each test actor "
+                            "by another actor's clips")
+    return config["actors"][config["actors"].index(actor) - 1]
+
+
+def paper_entries(protocol):
+    """(method, actor, emotion, feature file) of one protocol's table: the real test clips and
+    both methods' edits, per test actor and emotion."""
+    entries = []
+    for actor in PAPER_ACTORS:
+        ref = paper_reference(protocol, actor)
+        for emotion in config["emotions"]:
+            entries.append(("real", actor, emotion, f"work/paper/real/{actor}/{emotion}.npz"))
+            entries += [(v, actor, emotion, f"work/paper/{v}/{actor}/{EDIT_CLIP}_{emotion}_ref_{ref}.npz") for v in VARIANTS]
+    return entries
+
+
+def paper_files():
+    """Both protocols' tables (the target `paper_metrics`; `all` too when a network file is set)."""
+    return expand("results/paper_{protocol}.tsv", protocol=PAPER_PROTOCOLS)

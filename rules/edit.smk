@@ -18,7 +18,7 @@ rule edit_video:
         variant="|".join(EDIT_VIDEO_VARIANTS),
         actor="|".join(RENDERER_ACTORS),
         clip="[0-9]+",
-        ref=f"({REFERENCE_SUFFIX})?" if REFERENCE_SUFFIX else "()",
+        ref=f"({REFERENCE_SUFFIX})?",
     conda:
         "../envs/scmcl.yaml"
     threads: 1

@@ -148,3 +148,89 @@ rule videos_page:
         entries=video_page_entries,
     shell:
         "scmcl evaluate page --title 'Edited videos' --entry {params.entries} --out {output} > {log} 2>&1"
+
+
+# The SPFEM papers' metrics (FAD, emotion CSIM, LSE-D/C) on reference-driven edits, intra-ID and
+# cross-ID, from the user's network files (evaluate.paper.weights): one feature file per edited
+# video and per actor's real test clips of an emotion, then one table per protocol.
+
+
+rule paper_real_features:
+    input:
+        shard="work/preprocess/{actor}/{emotion}.parquet",
+    output:
+        "work/paper/real/{actor}/{emotion}.npz",
+    log:
+        "logs/paper_real_features/{actor}/{emotion}.log",
+    benchmark:
+        "benchmarks/paper_real_features/{actor}/{emotion}.tsv"
+    conda:
+        "../envs/scmcl.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem_mb(6000),
+        runtime=runtime_min(30),
+        **gpu_resources(),
+    params:
+        settings=" ".join([flags("", ["test_clips"]), flags("evaluate.paper.weights", ["arcface", "efficientface"]), DEVICE]),
+        weights=paper_weight_state(["arcface", "efficientface"]),  # real clips have no lip-sync score
+    shell:
+        "scmcl evaluate paper-features --shard {input.shard} {params.settings} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule paper_edit_features:
+    input:
+        video="work/edit/{variant}/{actor}/{clip}_{emotion}_ref_{ref_actor}.mp4",
+        shard=SOURCE_SHARD,
+    output:
+        "work/paper/{variant}/{actor}/{clip}_{emotion}_ref_{ref_actor}.npz",
+    log:
+        "logs/paper_edit_features/{variant}/{actor}/{clip}_{emotion}_ref_{ref_actor}.log",
+    benchmark:
+        "benchmarks/paper_edit_features/{variant}/{actor}/{clip}_{emotion}_ref_{ref_actor}.tsv"
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+        clip="[0-9]+",
+        ref_actor="|".join(ALL_ACTORS),
+    conda:
+        "../envs/scmcl.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem_mb(6000),
+        runtime=runtime_min(30),
+        **gpu_resources(),
+    params:
+        clip_dir=source_clip_dir,
+        settings=" ".join([PAPER_WEIGHTS, DEVICE]),
+        weights=paper_weight_state(),
+    shell:
+        "scmcl evaluate paper-features --video {input.video} --clip-dir {params.clip_dir} {params.settings} --out {output}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule paper_table:
+    input:
+        lambda wildcards: [entry[3] for entry in paper_entries(wildcards.protocol)],
+    output:
+        report("results/paper_{protocol}.tsv", category="Evaluation", caption="../report/paper_table.rst",
+               labels={"protocol": "{protocol}"}),
+    log:
+        "logs/paper_table/{protocol}.log",
+    wildcard_constraints:
+        protocol="|".join(PAPER_PROTOCOLS),
+    conda:
+        "../envs/scmcl.yaml"
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=runtime_min(10),
+    params:
+        entries=lambda wildcards: " ".join(f"--entry {' '.join(entry)}" for entry in paper_entries(wildcards.protocol)),
+        settings=PAPER_WEIGHTS,
+        weights=paper_weight_state(),
+    shell:
+        "scmcl evaluate paper-table {params.entries} {params.settings} --out {output} > {log} 2>&1"
+
+
+rule paper_metrics:
+    input:
+        paper_files(),

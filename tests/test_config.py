@@ -64,7 +64,7 @@ def test_workflow_stops_on_bad_config(tmp_path):
         ("levels=[1,2]", ["scmcl corpus synth", "--levels 1 2 "]),
         ("synthetic={fps: 30}", ["scmcl corpus synth", "--fps 30 ", "--resolution 160 "]),
         # a nested key merges into the config file's section: its other keys stay
-        ("scmc={batch_size: 8}", ["scmcl scmc train audio", "--batch-size 8 ", "--steps 300 "]),
+        ("scmc={batch_size: 8}", ["scmcl scmc train audio", "--batch-size 8 ", "--steps 200 "]),
     ],
 )
 def test_snakemake_config_overrides_reach_the_stage(override, expected):

@@ -314,6 +314,10 @@ def test_manipulate_writes_label_reference_and_keyframed_edits(data, trained, tm
                                       "--reference-expressions", str(data.expressions), "--reference-actor", ACTOR))
     assert reference.returncode == 0, reference.stderr
     assert "reference" in (tmp_path / "ref.json").read_text()
+    sad_clips = sorted(set(pd.read_parquet(data.expressions).query("emotion == 'sad'")["clip"]))
+    held = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "held.parquet", "--emotion", "sad", "--test-clips",
+                                 *sad_clips, "--reference-expressions", str(data.expressions), "--reference-actor", ACTOR))
+    assert held.returncode != 0 and "outside test_clips" in held.stderr  # held-out clips never style an edit
     missing = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "x.parquet", "--emotion", "happy", "--clip", "009"))
     assert missing.returncode != 0 and "009" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.parquet").exists()

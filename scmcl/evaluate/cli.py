@@ -7,7 +7,7 @@ import argparse
 import json
 
 from scmcl.job import setup_job
-from scmcl.options import add_settings
+from scmcl.options import add_settings, settings_values
 
 
 def _face_classifier(args: argparse.Namespace) -> int:
@@ -96,6 +96,39 @@ def _page(args: argparse.Namespace) -> int:
     return 0
 
 
+def _paper_weights(args: argparse.Namespace):
+    from scmcl.evaluate.paper import PaperWeights
+
+    return PaperWeights(**settings_values(args, "evaluate.paper.weights"))
+
+
+def _paper_features(args: argparse.Namespace) -> int:
+    from scmcl.evaluate.paper import paper_features, real_faces, video_faces
+    from scmcl.renderer.windows import actor_clip_dirs
+
+    setup_job(args.threads)
+    if (args.video is None) == (args.shard is None):
+        raise ValueError("give either --video with --clip-dir (an edit) or --shard (the real test clips)")
+    if args.video is not None:
+        faces = video_faces(args.video, args.clip_dir)
+    else:
+        faces = real_faces(actor_clip_dirs([args.shard], args.test_clips)[1])
+    features = paper_features(faces, _paper_weights(args), args.device, args.out, args.video)
+    print(f"{args.video or args.shard}: {len(faces)} faces, {', '.join(k for k in features if k != 'frames') or 'no'} "
+          f"features -> {args.out}")
+    return 0
+
+
+def _paper_table(args: argparse.Namespace) -> int:
+    from scmcl.evaluate.paper import Entry, paper_table
+
+    for line in _paper_weights(args).skipped():
+        print(line)
+    table = paper_table([Entry(*entry) for entry in args.entry], args.out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     stage = sub.add_parser("evaluate", help="the evaluation against the paired ground truth, and the report's figures")
     verbs = stage.add_subparsers(dest="verb", required=True)
@@ -159,6 +192,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     sheet.add_argument("--videos", nargs="+", required=True)
     sheet.add_argument("--out", required=True)
     sheet.set_defaults(func=_sheet)
+
+    features = verbs.add_parser("paper-features", help="the paper metrics' features of an edit's faces or of the real test clips")
+    add_settings(features, "", ["test_clips", "device"])
+    add_settings(features, "evaluate.paper.weights")
+    features.add_argument("--video", help="an edited video (its faces, audio and frame rate)")
+    features.add_argument("--clip-dir", help="the edit's source clip folder (cuts the video's faces)")
+    features.add_argument("--shard", help="real frames: the test clips (test_clips) of this shard table")
+    features.add_argument("--out", required=True, help="the features (npz)")
+    features.add_argument("--threads", type=int, default=1)
+    features.set_defaults(func=_paper_features)
+
+    paper = verbs.add_parser("paper-table", help="one protocol's table of FAD, CSIM and LSE-D/C per emotion and method")
+    add_settings(paper, "evaluate.paper.weights")
+    paper.add_argument("--entry", nargs=4, action="append", required=True, metavar=("METHOD", "ACTOR", "EMOTION", "FEATURES"),
+                       help="a feature file: METHOD ned, scmcl or real")
+    paper.add_argument("--out", required=True, help="the table (TSV)")
+    paper.set_defaults(func=_paper_table)
 
     page = verbs.add_parser("page", help="an HTML page playing videos, with the videos beside it")
     page.add_argument("--title", required=True)

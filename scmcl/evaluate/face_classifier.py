@@ -11,11 +11,8 @@ accuracy on an edit can be read against what it scores on real faces it has not 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -26,7 +23,7 @@ from torch.nn import functional as F
 from scmcl.device import resolve_device
 from scmcl.io.clip_data import FACES_ALIGNED, clip_id, read_clip_stack, rerun
 from scmcl.renderer.windows import actor_clips
-from scmcl.train.loop import Contents, WeightFileError, load_published, publish_weights, seed_everything
+from scmcl.train.loop import Contents, load_model, publish_model, seed_everything
 
 CONTENTS = Contents("evaluate", "face_classifier", None)
 #: Training-time jitter: shifts of up to this many pixels and a brightness gain of 1 ± this.
@@ -167,23 +164,17 @@ def _report(model: FaceClassifier, test) -> dict:
             "per_emotion": {e: right / total for e, (right, total) in per_emotion.items()}}
 
 
+#: The constructor arguments a face classifier file stores.
+SHAPE = ("emotions", "actors", "size", "widths")
+
+
 def save_face_classifier(path: str | os.PathLike, model: FaceClassifier, report: dict) -> None:
     """A weights-only torch file headed like every published weight file (``load_published``)."""
     shape = {"emotions": model.emotions, "actors": model.actors, "size": model.size, "widths": list(model.widths)}
-    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    for value in state.values():
-        digest.update(value.numpy().tobytes())
-    publish_weights(path, CONTENTS, digest.hexdigest(), {**shape, "state_dict": state, "report": report})
+    publish_model(path, CONTENTS, model, shape, report)
 
 
 def load_face_classifier(path: str | os.PathLike, device: str = "cpu") -> tuple[FaceClassifier, dict]:
     """The model (eval mode, on ``device``) and report of ``save_face_classifier``'s file."""
-    payload = load_published(path, CONTENTS, "give the file train_face_classifier's rule wrote")
-    try:
-        model = FaceClassifier(payload["emotions"], payload["actors"], payload["size"], payload["widths"])
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, RuntimeError, TypeError) as err:
-        raise WeightFileError(f"{Path(path)} is a face classifier file that does not load "
-                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from err
-    return model.to(resolve_device(device)).eval(), payload["report"]
+    return load_model(path, CONTENTS, FaceClassifier, SHAPE, "a face classifier",
+                      "give the file train_face_classifier's rule wrote", device)

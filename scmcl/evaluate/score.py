@@ -24,6 +24,7 @@ The truth row leaves its comparisons with itself (M-LMD, PSNR, SSIM) empty.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +36,7 @@ from scmcl.evaluate.face_classifier import FaceClassifier, judge
 from scmcl.evaluate.faces import clip_faces
 from scmcl.evaluate.motion import correlation, jitter, loudness, mouth_distance, mouth_opening, track
 from scmcl.io.atomic import atomic_path
-from scmcl.io.clip_data import expression_clips, read_expressions
+from scmcl.io.clip_data import expression_clips, find_clip, read_expressions
 from scmcl.io.media import probe, read_audio, read_frames
 from scmcl.manipulator.ablation import expression_distance
 from scmcl.manipulator.classifier import EmotionClassifier, predict
@@ -63,12 +64,10 @@ class Case:
     truth_clip: str
 
 
-def _clip51(table: str, emotion: str, clip: str, actor: str) -> np.ndarray:
-    rows = read_expressions(table)
-    found = [f for key, f in expression_clips(rows).items() if (key[0], key[1], key[3]) == (actor, emotion, clip)]
-    if len(found) != 1:
-        raise ValueError(f"{table}: {len(found)} clips of {actor}/{emotion}/{clip}, expected one")
-    return found[0]
+@lru_cache(maxsize=None)
+def _clips(table: str) -> dict[tuple, np.ndarray]:
+    """An expression table's clips, read once per table for all the row's videos."""
+    return expression_clips(read_expressions(table))
 
 
 def _faces11(faces: np.ndarray) -> torch.Tensor:
@@ -88,8 +87,9 @@ class Scorer:
 
     def score(self, case: Case) -> dict[str, float]:
         frames, truth_frames = read_frames(case.video), read_frames(case.truth_video)
-        driving = _clip51(case.driving, case.driving_emotion, self.clip, self.actor)
-        truth51 = _clip51(self.truth_expressions, case.emotion, self.clip, self.actor)
+        driving = find_clip(_clips(case.driving), self.actor, case.driving_emotion, self.clip, "driving", case.driving)
+        truth51 = find_clip(_clips(self.truth_expressions), self.actor, case.emotion, self.clip, "paired truth",
+                            self.truth_expressions)
         n = min(len(driving), len(truth51))
         called = np.array(predict(self.expression_model, driving)[0])
         judged = judge(self.face_model, clip_faces(frames, case.faces_clip)[0], self.actor)

@@ -300,3 +300,12 @@ def expression_clips(rows: pd.DataFrame) -> dict[tuple, np.ndarray]:
     """The (T,51) ``expression_view51`` frames of every clip in expression-table rows, in frame
     order, by clip key (actor, emotion, level, clip) in key order."""
     return {tuple(key): expression_view51(group.sort_values("frame")) for key, group in rows.groupby(CLIP_KEY)}
+
+
+def find_clip(clips: Mapping[tuple, np.ndarray], actor: str, emotion: str, clip: str, what: str, source: str) -> np.ndarray:
+    """The one clip of :func:`expression_clips` with this actor, emotion and clip id (any level);
+    none or several is an error naming ``what`` and where it was looked for."""
+    found = [frames for key, frames in clips.items() if (key[0], key[1], key[3]) == (actor, emotion, clip)]
+    if len(found) != 1:
+        raise ValueError(f"{source}: {len(found)} {what} clips of {actor}/{emotion}/{clip}, expected one")
+    return found[0]

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from scmcl.io.atomic import atomic_path
-from scmcl.io.clip_data import expression_clips, expression_view51, read_expressions
+from scmcl.io.clip_data import expression_clips, expression_view51, find_clip, read_expressions
 from scmcl.manipulator.classifier import load_classifier, predict
 from scmcl.manipulator.edit import apply_intensity
 
@@ -41,13 +41,6 @@ def _clips(tables: Sequence[str]) -> dict[tuple, np.ndarray]:
     for path in tables:
         clips |= expression_clips(read_expressions(path))
     return clips
-
-
-def _find(clips: dict[tuple, np.ndarray], actor: str, emotion: str, clip: str, what: str, path: str) -> np.ndarray:
-    found = [frames for key, frames in clips.items() if (key[0], key[1], key[3]) == (actor, emotion, clip)]
-    if len(found) != 1:
-        raise ValueError(f"{path}: {len(found)} {what} clips of {actor}/{emotion}/{clip} in the tables given, expected one")
-    return found[0]
 
 
 def expression_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,8 +80,8 @@ def ablation_table(edits: dict[str, list[str]], expressions: Sequence[str], pair
         for path in paths:
             table = read_expressions(path).sort_values("frame")
             actor, emotion, clip = table.actor.iloc[0], table.emotion.iloc[0], table["clip"].iloc[0]
-            figures = score_edit(expression_view51(table), _find(sources, actor, "neutral", clip, "source", path),
-                                 _find(truths, actor, emotion, clip, "paired ground-truth", path), emotion, model)
+            figures = score_edit(expression_view51(table), find_clip(sources, actor, "neutral", clip, "source", path),
+                                 find_clip(truths, actor, emotion, clip, "paired ground-truth", path), emotion, model)
             rows.append({"variant": variant, "emotion": emotion, "actor": actor, "clip": clip, **figures})
     scores = pd.DataFrame(rows)
     per_emotion = scores.groupby(["variant", "emotion"], sort=False)[list(FIGURES)].mean().reset_index()

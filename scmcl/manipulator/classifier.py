@@ -14,11 +14,8 @@ sentence unseen in every emotion, which is what the edits of held-out neutral cl
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -29,13 +26,7 @@ from torch import nn
 from scmcl.device import resolve_device
 from scmcl.io.clip_data import clip_id, expression_clips, read_expressions
 from scmcl.manipulator.networks import FRAME_SIZE
-from scmcl.train.loop import (
-    Contents,
-    WeightFileError,
-    load_published,
-    publish_weights,
-    seed_everything,
-)
+from scmcl.train.loop import Contents, load_model, publish_model, seed_everything
 
 CONTENTS = Contents("manipulator", "classifier", None)
 
@@ -178,25 +169,19 @@ def _report(model: EmotionClassifier, test: list[tuple[tuple, np.ndarray]], test
             "clip_accuracy": clip_hits / len(test), "clips": clips}
 
 
+#: The constructor arguments a classifier file stores.
+SHAPE = ("emotions", "window", "hidden_widths")
+
+
 def save_classifier(path: str | os.PathLike, model: EmotionClassifier, report: dict) -> None:
     """A weights-only torch file headed like ``TrainLoop.publish``'s (``load_published`` checks
     it), holding the weights, what rebuilds the model, and the report it was trained with."""
     shape = {"emotions": model.emotions, "window": model.window, "hidden_widths": list(model.hidden_widths)}
-    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
-    for value in model.state_dict().values():
-        digest.update(value.detach().cpu().numpy().tobytes())
-    publish_weights(path, CONTENTS, digest.hexdigest(),
-                    {**shape, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "report": report})
+    publish_model(path, CONTENTS, model, shape, report)
 
 
 def load_classifier(path: str | os.PathLike, device: str = "cpu") -> tuple[EmotionClassifier, dict]:
     """The model (eval mode, on ``device``) and report of ``save_classifier``'s file; a file of
     anything else is one ``WeightFileError`` naming it."""
-    payload = load_published(path, CONTENTS, "give the file train_classifier's rule wrote")
-    try:
-        model = EmotionClassifier(payload["emotions"], payload["window"], payload["hidden_widths"])
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, RuntimeError, TypeError) as err:
-        raise WeightFileError(f"{Path(path)} is an emotion classifier file that does not load "
-                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from err
-    return model.to(resolve_device(device)).eval(), payload["report"]
+    return load_model(path, CONTENTS, EmotionClassifier, SHAPE, "an emotion classifier",
+                      "give the file train_classifier's rule wrote", device)

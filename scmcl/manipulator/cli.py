@@ -79,6 +79,7 @@ def _manipulate(args: argparse.Namespace) -> int:
     request = EditRequest(expressions=args.expressions, manifest=args.manifest, actor=args.actor,
                           source=(args.source_emotion, args.level, args.clip), emotion=args.emotion,
                           reference=args.reference_expressions, reference_actor=args.reference_actor,
+                          test_clips=tuple(args.test_clips),
                           intensity=json.loads(args.keyframes) if args.keyframes else args.intensity,
                           seed=args.seed, seq_len=args.seq_len, batch=args.batch)
     figures = run_edit(request, _nets(args), args.emotions, args.weights, args.device, args.out, args.record)
@@ -153,6 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     edit = sub.add_parser("manipulate", help="edit one clip's expressions to another emotion (label- or reference-driven)")
     _common(edit)
+    add_settings(edit, "", ["test_clips"])
     add_settings(edit, "scmc.dists", ["seq_len"])
     add_settings(edit, "manipulator.edit")
     edit.add_argument("--keyframes", help="intensity over time instead of --intensity: JSON [[t_seconds, value], ...]")

@@ -39,7 +39,9 @@ from scmcl.manipulator.networks import ManipulatorNets
 @dataclass(frozen=True)
 class EditRequest:
     """A source clip (emotion, level, clip) of ``actor`` to edit into ``emotion``; reference-driven
-    when ``reference`` (an expression table) and ``reference_actor`` are given."""
+    when ``reference`` (an expression table) and ``reference_actor`` are given, styled by that
+    actor's clips of ``emotion`` except the held-out ``test_clips`` (an intra-ID reference would
+    otherwise be the source's own sentence in the target emotion, the evaluation's truth)."""
 
     expressions: str
     manifest: str
@@ -48,6 +50,7 @@ class EditRequest:
     emotion: str
     reference: str | None
     reference_actor: str | None
+    test_clips: tuple[str, ...]
     intensity: float | list
     seed: int
     seq_len: int
@@ -63,10 +66,12 @@ def _clip_rows(table, key: tuple, path: str):
 
 def _reference_clips(request: EditRequest) -> list[np.ndarray]:
     table = read_expressions(request.reference)
-    rows = table[(table.actor == request.reference_actor) & (table.emotion == request.emotion)]
+    rows = table[(table.actor == request.reference_actor) & (table.emotion == request.emotion)
+                 & ~table["clip"].isin(list(request.test_clips))]
     if rows.empty:
-        raise ValueError(f"{request.reference} has no {request.emotion} clip of {request.reference_actor}: "
-                         "the reference style comes from the reference actor's clips of the target emotion")
+        raise ValueError(f"{request.reference} has no {request.emotion} clip of {request.reference_actor} outside test_clips "
+                         f"({', '.join(request.test_clips)}): the reference style comes from the reference actor's other "
+                         "clips of the target emotion")
     return list(expression_clips(rows).values())
 
 

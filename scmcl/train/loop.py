@@ -114,6 +114,31 @@ def publish_weights(path: str | Path, contents: Contents, fingerprint: str, payl
         torch.save({**asdict(contents), "fingerprint": fingerprint, **payload}, tmp)
 
 
+def publish_model(path: str | Path, contents: Contents, model: torch.nn.Module, shape: dict, report: dict) -> None:
+    """A trained model as a published weight file: its weights, ``shape`` (its constructor's
+    keyword arguments, so ``load_model`` rebuilds it) and the ``report`` it was trained with,
+    fingerprinted by shape and weights."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
+    for value in state.values():
+        digest.update(value.numpy().tobytes())
+    publish_weights(path, contents, digest.hexdigest(), {**shape, "state_dict": state, "report": report})
+
+
+def load_model(path: str | Path, contents: Contents, build: Callable[..., torch.nn.Module], shape_keys: tuple[str, ...],
+               what: str, hint: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The model (eval mode, on ``device``) and report of ``publish_model``'s file, rebuilt by
+    ``build(**shape)``; a file of anything else is one ``WeightFileError`` naming it."""
+    payload = load_published(path, contents, hint)
+    try:
+        model = build(**{key: payload[key] for key in shape_keys})
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise WeightFileError(f"{Path(path)} is {what} file that does not load "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from err
+    return model.to(resolve_device(device)).eval(), payload["report"]
+
+
 def load_published(path: str | Path, expect: Contents | None = None, hint: str = "",
                    device: str | torch.device = "cpu") -> dict:
     """Load what ``TrainLoop.publish`` wrote, checking its header against ``expect``; each fault

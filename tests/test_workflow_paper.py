@@ -75,7 +75,7 @@ def test_a_network_file_that_goes_missing_reruns_only_the_metrics(run, tmp_path)
     changed = {**config, "evaluate": {**config["evaluate"], "paper": {"weights": {**config["evaluate"]["paper"]["weights"],
                                                                                   "syncnet": str(tmp_path / "syncnet_v2.model")}}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(changed))
-    plan = run_cmd([*args, "--configfile", str(tmp_path / "config.yaml"), "paper_metrics", "--dry-run"])
+    plan = run_cmd([*args, "paper_metrics", "--dry-run", "--configfile", str(tmp_path / "config.yaml")])  # nargs+: last
     assert plan.returncode == 0, plan.stderr[-3000:]
     rules = set(re.findall(r"^(?:local)?rule (\w+):", plan.stdout, re.M))
     assert rules == {"paper_edit_features", "paper_table", "paper_metrics"}  # not the edits, nor the real frames' features

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from scmcl.evaluate.face_batches import batched_features, check_faces
 from scmcl.io.state_dicts import read_strict_state
 
 #: ``efficient_face()``: ShuffleNet-V2-like stages and their widths (conv1, stage2, stage3, stage4, conv5).
@@ -210,17 +211,11 @@ def load_efficientface(path: str | Path, device: str | torch.device) -> Efficien
 _TRANSFORM = TF.Compose([TF.Resize(RESIZE), TF.CenterCrop(CROP), TF.ToTensor(), TF.Normalize(MEAN, STD)])
 
 
-def _check_faces(faces: np.ndarray) -> None:
-    if not (isinstance(faces, np.ndarray) and faces.ndim == 4 and faces.shape[-1] == 3 and faces.dtype == np.uint8):
-        shown = f"{faces.dtype} {faces.shape}" if isinstance(faces, np.ndarray) else type(faces).__name__
-        raise ValueError(f"faces should be a (T, H, W, 3) uint8 RGB array, not {shown}")
-
-
 def efficientface_input(faces: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 RGB faces as CDRL feeds its image files to EfficientFace: PIL images,
     torchvision's Resize(256) (shorter side to 256, bilinear with antialiasing; a no-op at 256),
     CenterCrop(224), ToTensor, Normalize(MEAN, STD); (T, 3, 224, 224) float32 on the CPU."""
-    _check_faces(faces)
+    check_faces(faces)
     if not len(faces):
         return torch.empty(0, 3, CROP, CROP)
     return torch.stack([_TRANSFORM(Image.fromarray(np.ascontiguousarray(face))) for face in faces])
@@ -229,17 +224,7 @@ def efficientface_input(faces: np.ndarray) -> torch.Tensor:
 def emotion_features(model: EfficientFace, faces: np.ndarray, device: str | torch.device, batch_size: int = 32) -> np.ndarray:
     """EfficientFace's (T, 1024) expression features (pooled ``conv5``) of (T, H, W, 3) uint8 RGB
     aligned faces, in eval mode as CDRL takes them, ``batch_size`` frames at a time; float64."""
-    _check_faces(faces)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, not {batch_size}")
-    device = torch.device(device)
-    model.eval()
-    out = np.empty((len(faces), FEATURES), dtype=np.float64)
-    with torch.inference_mode():
-        for start in range(0, len(faces), batch_size):
-            batch = efficientface_input(faces[start:start + batch_size]).to(device)
-            out[start:start + len(batch)] = model.features(batch).double().cpu().numpy()
-    return out
+    return batched_features(model, model.features, efficientface_input, faces, FEATURES, device, batch_size)
 
 
 def _sampled(features: np.ndarray, samples: int, rng: random.Random) -> np.ndarray:

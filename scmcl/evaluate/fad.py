@@ -25,6 +25,7 @@ from PIL import Image
 from scipy import linalg
 from torch import nn
 
+from scmcl.evaluate.face_batches import batched_features, check_faces
 from scmcl.io.state_dicts import read_strict_state
 
 WHAT = "the ArcFace ResNet-18 of ronghuaiyang/arcface-pytorch (resnet18_110.pth)"
@@ -104,13 +105,6 @@ def load_arcface(path: str | Path, device: str | torch.device) -> ResNetFace:
     return model.eval().to(torch.device(device))
 
 
-def _check_faces(faces: np.ndarray) -> np.ndarray:
-    faces = np.asarray(faces)
-    if faces.ndim != 4 or faces.shape[-1] != 3 or faces.dtype != np.uint8:
-        raise ValueError(f"faces must be a (T, H, W, 3) uint8 RGB array, not {faces.dtype} {faces.shape}")
-    return faces
-
-
 def _grey_crop(face: np.ndarray) -> np.ndarray:
     """One RGB frame → the reference's 128×128 uint8 grey crop (PIL luma, PIL bilinear resize)."""
     image = Image.fromarray(np.ascontiguousarray(face)).convert("L")
@@ -121,24 +115,14 @@ def _grey_crop(face: np.ndarray) -> np.ndarray:
 def arcface_input(faces: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 RGB faces → the network's (T, 1, 128, 128) float32 input on the CPU,
     as the reference's transforms make it (ToTensor then Normalize, in float32)."""
-    faces = _check_faces(faces)
+    faces = check_faces(faces)
     grey = np.stack([_grey_crop(face) for face in faces]) if len(faces) else np.zeros((0, CROP, CROP), np.uint8)
     return torch.from_numpy(grey).unsqueeze(1).float().div(255).sub(MEAN).div(STD)
 
 
 def arcface_features(model: ResNetFace, faces: np.ndarray, device: str | torch.device, batch_size: int = 64) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB aligned faces → (T, 512) float64 ArcFace features (eval mode)."""
-    faces = _check_faces(faces)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, not {batch_size}")
-    device = torch.device(device)
-    model.eval()
-    features = np.empty((len(faces), FEATURES), dtype=np.float64)
-    with torch.inference_mode():
-        for start in range(0, len(faces), batch_size):
-            batch = arcface_input(faces[start:start + batch_size]).to(device)
-            features[start:start + len(batch)] = model(batch).double().cpu().numpy()
-    return features
+    return batched_features(model, model, arcface_input, faces, FEATURES, device, batch_size)
 
 
 def _check_features(features: np.ndarray, name: str) -> np.ndarray:

@@ -110,6 +110,11 @@ def flags(section, keys=None, exclude=()):
 
 
 DEVICE = flags("", ["device"])
+#: Torch threads of every training and network job (the schema says why the demo uses 1).
+THREADS = config["threads"]
+#: Trainers (and what they wait on) go first: the edits wait on them, while the scores, the
+#: paired truth and the curves can fill a core beside them.
+TRAIN_PRIORITY = 1
 
 
 def gpu_resources():
@@ -181,6 +186,11 @@ class Tree(NamedTuple):
         if stage == "manifest":
             return f"{self.name}_manifest"
         return stage if self.name == "corpus" else f"{self.name}_{stage}"
+
+    @property
+    def priority(self):
+        """The corpus feeds every trainer; the paired truth only the scores, so it can wait."""
+        return TRAIN_PRIORITY if self.name == "corpus" else 0
 
 
 CORPUS_TREE = Tree("corpus", dataset_root, corpus_files(), dataset_listing, manifest_command(), ALL_ACTORS,

@@ -16,7 +16,7 @@ rule train_face_classifier:
         "benchmarks/train_face_classifier.tsv"
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(60),
@@ -166,7 +166,7 @@ rule paper_real_features:
         "benchmarks/paper_real_features/{actor}/{emotion}.tsv"
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=mem_mb(6000),
         runtime=runtime_min(30),
@@ -194,7 +194,7 @@ rule paper_edit_features:
         ref_actor="|".join(ALL_ACTORS),
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=mem_mb(6000),
         runtime=runtime_min(30),

@@ -16,7 +16,7 @@ rule train_classifier:
         "benchmarks/train_classifier.tsv"
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(60),
@@ -44,7 +44,8 @@ if TRAINED_VARIANTS:
             variant="|".join(TRAINED_VARIANTS),
         conda:
             "../envs/scmcl.yaml"
-        threads: 2
+        threads: THREADS
+        priority: TRAIN_PRIORITY
         resources:
             mem_mb=mem_mb(8000),
             runtime=runtime_min(720),

@@ -22,6 +22,7 @@ for tree in PREPROCESS_TREES:
         conda:
             "../envs/scmcl.yaml"
         threads: 2
+        priority: tree.priority
         resources:
             mem_mb=2000,
             runtime=30,
@@ -56,6 +57,7 @@ for tree in PREPROCESS_TREES:
             emotion="|".join(tree.emotions),
         conda:
             "../envs/scmcl.yaml"
+        priority: tree.priority
         threads: 1  # the landmark fit is fastest on one torch thread; shards run in parallel
         resources:
             mem_mb=mem_mb(8000),
@@ -84,5 +86,6 @@ for tree in PREPROCESS_TREES:
             actor="|".join(tree.actors),
         conda:
             "../envs/scmcl.yaml"
+        priority: tree.priority
         shell:
             "scmcl preprocess expressions --shards {input} --out {output} > {log} 2>&1"

@@ -22,7 +22,8 @@ rule train_renderer:
         actor="|".join(RENDERER_ACTORS),
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
+    priority: TRAIN_PRIORITY
     resources:
         mem_mb=mem_mb(8000),
         runtime=runtime_min(1440),
@@ -73,7 +74,7 @@ rule evaluate_renderer:
         actor="|".join(RENDERER_ACTORS),
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(30),

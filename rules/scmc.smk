@@ -4,8 +4,8 @@
 # keeps them) and a rerun of the same command resumes from the last checkpoint.
 # A trainer whose scmc.weights entry names SCMCL's released file is replaced by a rule of the
 # same name and outputs that only converts that file (`scmcl scmc import`), with no training inputs.
-# Per trainer: threads, memory (MB), runtime (min) of the first attempt; retries scale them.
-TRAIN_RESOURCES = {"audio": (2, 8000, 720), "expression": (2, 4000, 480), "image": (4, 16000, 1440)}
+# Per trainer: memory (MB), runtime (min) of the first attempt; retries scale them.
+TRAIN_RESOURCES = {"audio": (8000, 720), "expression": (4000, 480), "image": (16000, 1440)}
 RELEASED = {name: path for name, path in SCMC["weights"].items() if path}
 
 
@@ -20,7 +20,8 @@ rule align_audio:
         "benchmarks/align_audio.tsv"
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
+    priority: TRAIN_PRIORITY
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(60),
@@ -76,10 +77,11 @@ for modality in [m for m in ("audio", "expression", "image") if m not in RELEASE
             f"benchmarks/train_scmc_{modality}.tsv"
         conda:
             "../envs/scmcl.yaml"
-        threads: TRAIN_RESOURCES[modality][0]
+        threads: THREADS
+        priority: TRAIN_PRIORITY
         resources:
-            mem_mb=mem_mb(TRAIN_RESOURCES[modality][1]),
-            runtime=runtime_min(TRAIN_RESOURCES[modality][2]),
+            mem_mb=mem_mb(TRAIN_RESOURCES[modality][0]),
+            runtime=runtime_min(TRAIN_RESOURCES[modality][1]),
             **gpu_resources(),
         params:
             modality=modality,
@@ -113,10 +115,11 @@ for visual in [v for v in ("expression", "image") if f"finetune_{v}" not in RELE
             f"benchmarks/finetune_scmc_{visual}.tsv"
         conda:
             "../envs/scmcl.yaml"
-        threads: TRAIN_RESOURCES[visual][0]
+        threads: THREADS
+        priority: TRAIN_PRIORITY
         resources:
-            mem_mb=mem_mb(TRAIN_RESOURCES[visual][1]),
-            runtime=runtime_min(TRAIN_RESOURCES[visual][2]),
+            mem_mb=mem_mb(TRAIN_RESOURCES[visual][0]),
+            runtime=runtime_min(TRAIN_RESOURCES[visual][1]),
             **gpu_resources(),
         params:
             visual=visual,
@@ -145,7 +148,8 @@ rule scmc_dists:
         visual="expression|image",
     conda:
         "../envs/scmcl.yaml"
-    threads: 2
+    threads: THREADS
+    priority: TRAIN_PRIORITY
     resources:
         mem_mb=mem_mb(8000),
         runtime=runtime_min(60),

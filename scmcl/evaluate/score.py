@@ -70,6 +70,14 @@ def _clips(table: str) -> dict[tuple, np.ndarray]:
     return expression_clips(read_expressions(table))
 
 
+@lru_cache(maxsize=None)
+def _tracked(video: str) -> tuple[np.ndarray, np.ndarray]:
+    """A video's frames and dlib track, made once per process: the source video is every case
+    of the source row, and each truth video is read by its case and by the M-LMD beside it."""
+    frames = read_frames(video)
+    return frames, track(frames)
+
+
 def _faces11(faces: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
@@ -81,19 +89,18 @@ class Scorer:
                  expression_model: EmotionClassifier) -> None:
         self.actor, self.clip, self.truth_expressions = actor, clip, truth_expressions
         self.face_model, self.expression_model = face_model, expression_model
-        frames = read_frames(source_video)
-        self.source_opening = mouth_opening(track(frames))
+        frames, points = _tracked(str(Path(source_video).resolve()))
+        self.source_opening = mouth_opening(points)
         self.envelope = loudness(read_audio(source_video, SAMPLE_RATE), SAMPLE_RATE, probe(source_video).fps, len(frames))
 
     def score(self, case: Case) -> dict[str, float]:
-        frames, truth_frames = read_frames(case.video), read_frames(case.truth_video)
+        (frames, points), (truth_frames, truth_points) = (_tracked(str(Path(video).resolve())) for video in (case.video, case.truth_video))
         driving = find_clip(_clips(case.driving), self.actor, case.driving_emotion, self.clip, "driving", case.driving)
         truth51 = find_clip(_clips(self.truth_expressions), self.actor, case.emotion, self.clip, "paired truth",
                             self.truth_expressions)
         n = min(len(driving), len(truth51))
         called = np.array(predict(self.expression_model, driving)[0])
         judged = judge(self.face_model, clip_faces(frames, case.faces_clip)[0], self.actor)
-        points = track(frames)
         figures = {"expression_error": expression_distance(driving[:n], truth51[:n]),
                    "expression_accuracy": float((called == case.emotion).mean()),
                    "image_accuracy": float((judged.emotion == self.face_model.emotions.index(case.emotion)).mean()),
@@ -106,7 +113,7 @@ class Scorer:
             fake, masks = clip_faces(frames, case.truth_clip)
             real, _ = clip_faces(truth_frames, case.truth_clip)
             psnr, ssim = face_psnr_ssim(_faces11(fake), _faces11(real), torch.from_numpy(masks).float())
-            figures |= {"m_lmd": mouth_distance(points, track(truth_frames)), "psnr": psnr.mean().item(), "ssim": ssim.mean().item()}
+            figures |= {"m_lmd": mouth_distance(points, truth_points), "psnr": psnr.mean().item(), "ssim": ssim.mean().item()}
         return figures
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from scmcl.config import validate_config
-from scmcl.manipulator import NETWORK_KEYS, ManipulatorNets, ManipulatorWeightsError, NetworkSizes, load_networks, save_networks
+from scmcl.manipulator.checkpoint import ManipulatorWeightsError, load_networks, save_networks
+from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets, NetworkSizes
 from scmcl.manipulator.checkpoint import RESIDUAL_KEY
 from scmcl.options import schema_default
 

@@ -37,6 +37,8 @@ class ClassifierSettings:
 
     window: int
     hidden_widths: tuple[int, ...]
+    dropout: float
+    noise: float
     steps: int
     batch_size: int
     lr: float
@@ -52,15 +54,16 @@ class ClassifierSettings:
 class EmotionClassifier(nn.Module):
     """(B, window, 51) windows → (B, emotions) logits; the standardisation is part of the model."""
 
-    def __init__(self, emotions: Sequence[str], window: int, hidden_widths: Sequence[int]) -> None:
+    def __init__(self, emotions: Sequence[str], window: int, hidden_widths: Sequence[int], dropout: float = 0.0) -> None:
         super().__init__()
         self.emotions, self.window, self.hidden_widths = list(emotions), int(window), tuple(hidden_widths)
+        self.dropout = float(dropout)
         self.register_buffer("mean", torch.zeros(FRAME_SIZE))
         self.register_buffer("std", torch.ones(FRAME_SIZE))
         layers: list[nn.Module] = []
         size = window * FRAME_SIZE
         for width in hidden_widths:
-            layers += [nn.Linear(size, width), nn.ReLU()]
+            layers += [nn.Linear(size, width), nn.ReLU(), nn.Dropout(self.dropout)]
             size = width
         self.net = nn.Sequential(*layers, nn.Linear(size, len(emotions)))
 
@@ -123,7 +126,7 @@ def train_classifier(expression_tables: Iterable[str | os.PathLike | pd.DataFram
                          "so there is no held-out accuracy")
     torch_device = resolve_device(device)
     rng = seed_everything(settings.seed)
-    model = EmotionClassifier(emotions, settings.window, settings.hidden_widths)
+    model = EmotionClassifier(emotions, settings.window, settings.hidden_widths, settings.dropout)
     frames = np.concatenate([f for _, f in train])
     model.mean.copy_(torch.from_numpy(frames.mean(0)))
     std = frames.std(0)
@@ -136,7 +139,9 @@ def train_classifier(expression_tables: Iterable[str | os.PathLike | pd.DataFram
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     for _ in range(settings.steps):
         batch = torch.from_numpy(rng.integers(len(windows), size=settings.batch_size)).to(torch_device)
-        loss = nn.functional.cross_entropy(model(windows[batch]), labels[batch])
+        inputs = windows[batch]
+        inputs = inputs + settings.noise * model.std * torch.randn_like(inputs)  # a training sentence is not memorised
+        loss = nn.functional.cross_entropy(model(inputs), labels[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -170,13 +175,13 @@ def _report(model: EmotionClassifier, test: list[tuple[tuple, np.ndarray]], test
 
 
 #: The constructor arguments a classifier file stores.
-SHAPE = ("emotions", "window", "hidden_widths")
+SHAPE = ("emotions", "window", "hidden_widths", "dropout")
 
 
 def save_classifier(path: str | os.PathLike, model: EmotionClassifier, report: dict) -> None:
     """A weights-only torch file headed like ``TrainLoop.publish``'s (``load_published`` checks
     it), holding the weights, what rebuilds the model, and the report it was trained with."""
-    shape = {"emotions": model.emotions, "window": model.window, "hidden_widths": list(model.hidden_widths)}
+    shape = {"emotions": model.emotions, "window": model.window, "hidden_widths": list(model.hidden_widths), "dropout": model.dropout}
     publish_model(path, CONTENTS, model, shape, report)
 
 

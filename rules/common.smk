@@ -372,16 +372,23 @@ EDIT = config["edit"]
 EDIT_CLIP = config["test_clips"][0]
 for _actor in [a for a in EDIT["references"] if a not in ALL_ACTORS]:
     raise WorkflowError(f"edit.references names {_actor}, which is not a configured actor ({', '.join(ALL_ACTORS)})")
+for _emotion in [e for e in EDIT["reference_emotions"] if e not in EDIT_EMOTIONS]:
+    raise WorkflowError(f"edit.reference_emotions names {_emotion}, which is not a configured emotion ({', '.join(EDIT_EMOTIONS)})")
 #: Reference-driven videos may be styled by any actor: edit.references and the paper protocols'.
 REFERENCE_SUFFIX = "|".join(f"_ref_{actor}" for actor in ALL_ACTORS)
+
+
+def result_references(emotion):
+    """The reference actors of an emotion's results/ videos: edit.references where the emotion is
+    one of edit.reference_emotions (empty: all)."""
+    return EDIT["references"] if emotion in (EDIT["reference_emotions"] or EDIT_EMOTIONS) else []
 
 
 def result_files():
     """results/<actor>/edited_<emotion>.mp4 per renderer actor and non-neutral emotion, and the
     reference-driven ones of edit.references."""
-    refs = [""] + [f"_ref_{actor}" for actor in EDIT["references"]]
     return [f"results/{actor}/edited_{emotion}{ref}.mp4" for actor in RENDERER_ACTORS for emotion in EDIT_EMOTIONS
-            for ref in refs]
+            for ref in [""] + [f"_ref_{actor}" for actor in result_references(emotion)]]
 
 
 def result_source(wildcards):
@@ -396,6 +403,8 @@ def result_source(wildcards):
     ref = wildcards.ref.removeprefix("_ref_")
     if ref and ref not in EDIT["references"]:
         problems.append(f"reference actor {ref} is not in edit.references ({', '.join(EDIT['references']) or 'none'})")
+    elif ref and wildcards.emotion in EDIT_EMOTIONS and ref not in result_references(wildcards.emotion):
+        problems.append(f"{wildcards.emotion} is not in edit.reference_emotions ({', '.join(EDIT['reference_emotions'])})")
     if problems:
         raise WorkflowError(f"results/{wildcards.actor}/edited_{wildcards.emotion}{wildcards.ref}.mp4: {'; '.join(problems)}")
     stem = f"work/edit/{EDIT['variant']}/{wildcards.actor}/{EDIT_CLIP}_{wildcards.emotion}{wildcards.ref}"
@@ -489,27 +498,30 @@ def trainer_metrics():
     return scmc + manipulator + renderer
 
 
-def video_page_entries(wildcards, input):
-    """`scmcl evaluate page` entries: per renderer actor and emotion, its videos side by side."""
-    labels = ["source (neutral)", "NED", "NED+SCMCL", *[f"NED+SCMCL, style of {ref}" for ref in EDIT["references"]], "paired truth"]
-    per_entry = len(labels)
-    entries = []
-    for n, (actor, emotion) in enumerate((a, e) for a in RENDERER_ACTORS for e in EDIT_EMOTIONS):
-        videos = input.videos[n * per_entry:(n + 1) * per_entry]
-        entries.append("'" + "|".join([f"{actor} {emotion}"] + [f"{label}={video}" for label, video in zip(labels, videos)]) + "'")
-    return " ".join(entries)
-
-
-def video_page_videos():
-    """The page's videos, in video_page_entries' order."""
-    videos = []
+def video_page_layout():
+    """Per renderer actor and emotion: its title and its (label, video) pairs, side by side."""
+    layout = []
     for actor in RENDERER_ACTORS:
         for emotion in EDIT_EMOTIONS:
             stem = f"work/edit/{{variant}}/{actor}/{EDIT_CLIP}_{emotion}"
-            videos += [source_video(actor), f"{stem.format(variant='ned')}.mp4", f"{stem.format(variant='scmcl')}.mp4",
-                       *[f"{stem.format(variant='scmcl')}_ref_{ref}.mp4" for ref in EDIT["references"]],
-                       paired_clip_file("video", actor, emotion, EDIT_CLIP)]
-    return videos
+            videos = [("source (neutral)", source_video(actor)), ("NED", f"{stem.format(variant='ned')}.mp4"),
+                      ("NED+SCMCL", f"{stem.format(variant='scmcl')}.mp4"),
+                      *[(f"NED+SCMCL, style of {ref}", f"{stem.format(variant='scmcl')}_ref_{ref}.mp4")
+                        for ref in result_references(emotion)],
+                      ("paired truth", paired_clip_file("video", actor, emotion, EDIT_CLIP))]
+            layout.append((f"{actor} {emotion}", videos))
+    return layout
+
+
+def video_page_entries(wildcards):
+    """`scmcl evaluate page` entries, one quoted argument per actor and emotion."""
+    return " ".join("'" + "|".join([title] + [f"{label}={video}" for label, video in videos]) + "'"
+                    for title, videos in video_page_layout())
+
+
+def video_page_videos():
+    """The page's videos (its inputs)."""
+    return [video for _, videos in video_page_layout() for _, video in videos]
 
 
 def evaluation_files():

@@ -21,7 +21,7 @@ for tree in PREPROCESS_TREES:
             f"benchmarks/{tree.rule('manifest')}.tsv"
         conda:
             "../envs/scmcl.yaml"
-        threads: 2
+        threads: THREADS  # its ffprobe workers
         priority: tree.priority
         resources:
             mem_mb=2000,

@@ -35,7 +35,9 @@ def _reference_edits(config: dict) -> set[tuple[str, str, str]]:
     actor, first emotion, last actor) and each result video's of edit.references."""
     actors, emotions = config["actors"], [e for e in config["emotions"] if e != "neutral"]
     rendered = config["renderer"]["actors"] or actors
-    results = {(a, e, r) for a in rendered for e in emotions for r in config.get("edit", {}).get("references", [])}
+    edit = config.get("edit", {})
+    styled = edit.get("reference_emotions") or emotions
+    results = {(a, e, r) for a in rendered for e in styled for r in edit.get("references", [])}
     return results | {(actors[0], emotions[0], actors[-1])}
 
 
@@ -50,7 +52,9 @@ def _expected_jobs(config: dict) -> dict[str, int]:
             "train_scmc_image", "finetune_scmc_expression", "finetune_scmc_image", "paired_manifest",
             "train_classifier", "manipulator_ablation", "all")
     rendered = len(config["renderer"]["actors"] or actors)
-    results = rendered * (len(config["emotions"]) - 1) * (1 + len(config.get("edit", {}).get("references", [])))
+    edit = config.get("edit", {})
+    styled = len(edit.get("reference_emotions") or [e for e in config["emotions"] if e != "neutral"])
+    results = rendered * (len(config["emotions"]) - 1 + styled * len(edit.get("references", [])))
     evaluated = rendered * (len(config["emotions"]) - 1)  # each also rendered by ned and from the naive edit
     evaluation = {"train_face_classifier": 1, "naive_edit": evaluated, "evaluate_row": 5 * rendered, "evaluation_table": 1,
                   "contact_sheet": evaluated, "training_curves": 5 + 2 + 2 * rendered, "videos_page": 1}
@@ -106,6 +110,9 @@ def test_a_result_the_config_does_not_have_is_one_error_naming_what_is_configure
     text = result.stdout + result.stderr
     assert result.returncode != 0 and "emotion bored is not a configured non-neutral emotion" in text
     assert "reference actor SYN03 is not in edit.references (SYN02)" in text
+    result = run_cmd(["snakemake", "-n", "results/SYN01/edited_sad_ref_SYN02.mp4"])
+    assert result.returncode != 0
+    assert "sad is not in edit.reference_emotions (happy)" in result.stdout + result.stderr
 
 
 def test_single_target_builds_only_its_actor():

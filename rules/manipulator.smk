@@ -138,7 +138,8 @@ rule manipulator_ablation:
         paired=paired_files(),
         classifier="work/manipulator/classifier.pt",
     output:
-        "work/manipulator/ablation.tsv",
+        table="work/manipulator/ablation.tsv",
+        per_edit="work/manipulator/ablation_edits.tsv",
     log:
         "logs/manipulator_ablation.log",
     conda:
@@ -151,4 +152,4 @@ rule manipulator_ablation:
         device=DEVICE,
     shell:
         "scmcl manipulator ablation --edits {params.edits} --expressions {input.expressions} --paired {input.paired}"
-        " --classifier {input.classifier} {params.device} --out {output} > {log} 2>&1"
+        " --classifier {input.classifier} {params.device} --out {output.table} --per-edit {output.per_edit} > {log} 2>&1"

@@ -219,6 +219,7 @@ def test_edits_of_the_test_clip_reach_the_paired_truth_and_keep_the_speech(data,
         assert figures["dist_edit"] < figures["dist_source"], (name, emotion, figures)
         assert figures["jaw_corr"] >= 0.9, (name, emotion, figures)
         assert figures["target_rate"] > 0.5 and figures["source_neutral_rate"] > 0.5, (name, emotion, figures)
+        assert figures["meets_all"] == 1, (name, emotion, figures)
         assert figures["intensity0_max_abs"] == 0 and 0.45 < figures["intensity05_position"] < 0.55
 
 

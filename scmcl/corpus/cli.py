@@ -96,8 +96,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarks", required=True, help="landmark_embedding.npy of the head")
     p.add_argument("--actor", required=True)
     add_settings(p, "synthetic", CLIP_SETTINGS)
-    add_settings(p, "", keys=["device"])
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    add_settings(p, "", ["device", "threads"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

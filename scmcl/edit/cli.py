@@ -55,5 +55,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     video.add_argument("--landmarks", required=True, help="FLAME landmark embedding (flame.landmark_embedding)")
     video.add_argument("--out", required=True, help="the edited video (MP4)")
     video.add_argument("--record", required=True, help="what made it (JSON)")
-    video.add_argument("--threads", type=int, default=1)
+    add_settings(video, "", ["threads"])
     video.set_defaults(func=_video)

@@ -139,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fc.add_argument("--shards", nargs="+", required=True, help="the actors' preprocessing shard tables")
     fc.add_argument("--out", required=True, help="the classifier (torch file)")
     fc.add_argument("--report", required=True, help="its held-out figures (JSON)")
-    fc.add_argument("--threads", type=int, default=1)
+    add_settings(fc, "", ["threads"])
     fc.set_defaults(func=_face_classifier)
 
     naive = verbs.add_parser("naive", help="the naive baseline edit: the target emotion's mean expression offset added")
@@ -170,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--face-classifier", required=True)
     score.add_argument("--expression-classifier", required=True)
     score.add_argument("--out", required=True, help="the row's figures (TSV)")
-    score.add_argument("--threads", type=int, default=1)
+    add_settings(score, "", ["threads"])
     score.set_defaults(func=_score)
 
     table = verbs.add_parser("table", help="the evaluation table (TSV) and plot (PNG) from the rows")
@@ -200,7 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     features.add_argument("--clip-dir", help="the edit's source clip folder (cuts the video's faces)")
     features.add_argument("--shard", help="real frames: the test clips (test_clips) of this shard table")
     features.add_argument("--out", required=True, help="the features (npz)")
-    features.add_argument("--threads", type=int, default=1)
+    add_settings(features, "", ["threads"])
     features.set_defaults(func=_paper_features)
 
     paper = verbs.add_parser("paper-table", help="one protocol's table of FAD, CSIM and LSE-D/C per emotion and method")

@@ -16,7 +16,12 @@ Figures per edit, then averaged per (variant, emotion) and over emotions:
   ground-truth frames it calls the target (what a perfect edit would score);
 - ``intensity0_max_abs``: largest difference from the source of the edit at intensity 0;
   ``intensity05_position``: how far the intensity-0.5 edit lies from the source, as a fraction
-  of the full edit's distance (mean over frames; 0.5 lies halfway).
+  of the full edit's distance (mean over frames; 0.5 lies halfway);
+- ``meets_all``: whether the edit meets the four criteria of the manipulator's acceptance, closer
+  to the truth than the source, jaw r >= 0.9, most edited frames called the target and most
+  source frames called neutral (per emotion: the fraction of its edits that do).
+
+The per-edit rows go to a second table, so a reader sees which clip misses which criterion.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from scmcl.manipulator.classifier import load_classifier, predict
 from scmcl.manipulator.edit import apply_intensity
 
 FIGURES = ("dist_source", "dist_edit", "static_source", "static_edit", "jaw_corr", "target_rate", "source_neutral_rate", "truth_target_rate",
-           "intensity0_max_abs", "intensity05_position")
+           "intensity0_max_abs", "intensity05_position", "meets_all")
+MIN_JAW_CORR = 0.9
 
 
 def _clips(tables: Sequence[str]) -> dict[tuple, np.ndarray]:
@@ -59,7 +65,7 @@ def score_edit(edit: np.ndarray, source: np.ndarray, truth: np.ndarray, target: 
     full = np.linalg.norm(edit - source, axis=1)
     half = np.linalg.norm(apply_intensity(source, edit, np.full(len(edit), 0.5)) - source, axis=1)
     moved = full > 1e-9
-    return {"dist_source": expression_distance(source[:n], truth[:n]), "dist_edit": expression_distance(edit[:n], truth[:n]),
+    figures = {"dist_source": expression_distance(source[:n], truth[:n]), "dist_edit": expression_distance(edit[:n], truth[:n]),
             "static_source": _static_distance(source[:n], truth[:n]), "static_edit": _static_distance(edit[:n], truth[:n]),
             "jaw_corr": float(np.corrcoef(edit[:, 0], source[:, 0])[0, 1]),
             "target_rate": float((called(edit) == target).mean()),
@@ -67,12 +73,15 @@ def score_edit(edit: np.ndarray, source: np.ndarray, truth: np.ndarray, target: 
             "truth_target_rate": float((called(truth) == target).mean()),
             "intensity0_max_abs": float(np.abs(apply_intensity(source, edit, np.zeros(len(edit))) - source).max()),
             "intensity05_position": float((half[moved] / full[moved]).mean()) if moved.any() else float("nan")}
+    figures["meets_all"] = float(figures["dist_edit"] < figures["dist_source"] and figures["jaw_corr"] >= MIN_JAW_CORR
+                                 and figures["target_rate"] > 0.5 and figures["source_neutral_rate"] > 0.5)
+    return figures
 
 
 def ablation_table(edits: dict[str, list[str]], expressions: Sequence[str], paired: Sequence[str], classifier: str,
-                   device: str, out: str | Path) -> pd.DataFrame:
-    """Score every edit table (by variant) and write the per-(variant, emotion) means, plus a
-    ``mean`` row per variant, as TSV; returns the table."""
+                   device: str, out: str | Path, per_edit: str | Path) -> pd.DataFrame:
+    """Score every edit table (by variant); write the per-(variant, emotion) means, plus a
+    ``mean`` row per variant, to ``out`` and each edit's row to ``per_edit`` (TSV); returns the table."""
     model, _ = load_classifier(classifier, device)
     sources, truths = _clips(expressions), _clips(paired)
     rows = []
@@ -90,6 +99,7 @@ def ablation_table(edits: dict[str, list[str]], expressions: Sequence[str], pair
     table = pd.concat([per_emotion.merge(counts, on=["variant", "emotion"]),
                        overall.assign(edits=scores.groupby("variant", sort=False).size().to_numpy())], ignore_index=True)
     table = table[["variant", "emotion", "edits", *FIGURES]]
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    for frame, path in ((table, out), (scores, per_edit)):
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return table

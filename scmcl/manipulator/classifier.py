@@ -54,7 +54,7 @@ class ClassifierSettings:
 class EmotionClassifier(nn.Module):
     """(B, window, 51) windows → (B, emotions) logits; the standardisation is part of the model."""
 
-    def __init__(self, emotions: Sequence[str], window: int, hidden_widths: Sequence[int], dropout: float = 0.0) -> None:
+    def __init__(self, emotions: Sequence[str], window: int, hidden_widths: Sequence[int], dropout: float) -> None:
         super().__init__()
         self.emotions, self.window, self.hidden_widths = list(emotions), int(window), tuple(hidden_widths)
         self.dropout = float(dropout)

@@ -96,16 +96,15 @@ def _ablation(args: argparse.Namespace) -> int:
     for item in args.edits:
         variant, _, path = item.partition("=")
         edits.setdefault(variant, []).append(path)
-    table = ablation_table(edits, args.expressions, args.paired, args.classifier, args.device, args.out)
+    table = ablation_table(edits, args.expressions, args.paired, args.classifier, args.device, args.out, args.per_edit)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
 def _common(parser: argparse.ArgumentParser, networks: bool = True) -> None:
-    add_settings(parser, "", ["device", "emotions"])
+    add_settings(parser, "", ["device", "emotions", "threads"])
     if networks:
         add_settings(parser, "manipulator.networks")
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -150,6 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ablation.add_argument("--paired", nargs="+", required=True, help="the paired ground truth's expressions.parquet")
     ablation.add_argument("--classifier", required=True, help="the emotion classifier's weight file")
     ablation.add_argument("--out", required=True, help="ablation table (TSV)")
+    ablation.add_argument("--per-edit", required=True, help="each edit's figures (TSV)")
     ablation.set_defaults(func=_ablation)
 
     edit = sub.add_parser("manipulate", help="edit one clip's expressions to another emotion (label- or reference-driven)")

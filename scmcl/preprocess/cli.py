@@ -49,8 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shard.add_argument("--landmarks", required=True, help="landmark_embedding.npy")
     add_settings(shard, "", keys=["data_root"])  # the synthetic tracker reads its ground truth there
     add_settings(shard, "preprocess")
-    add_settings(shard, "", keys=["device"])
-    shard.add_argument("--threads", type=int, default=1)
+    add_settings(shard, "", ["device", "threads"])
     shard.set_defaults(func=_shard)
 
     expr = verbs.add_parser("expressions", help="per-actor table of expression sequences")

@@ -76,9 +76,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    add_settings(parser, "", ["device"])
+    add_settings(parser, "", ["device", "threads"])
     add_settings(parser, "renderer.networks")
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -106,9 +106,8 @@ def _bench_dists(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    add_settings(parser, "", keys=["device"])
+    add_settings(parser, "", ["device", "threads"])
     add_settings(parser, "scmc", ["sample_rate"])
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def _trainer(verbs: argparse._SubParsersAction, stage: str, modality: str, func) -> argparse.ArgumentParser:
@@ -137,8 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--manifest", required=True)
     align.add_argument("--out", required=True)
     add_settings(align, "scmc", ["actors", "pairs", "clip_offsets", "sample_rate"])
-    add_settings(align, "", ["test_clips"])
-    align.add_argument("--threads", type=int, default=2)
+    add_settings(align, "", ["test_clips", "threads"])
     align.set_defaults(func=_align)
 
     train = verbs.add_parser("train", help="contrastive training of one encoder (resumable)")

@@ -134,12 +134,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = stage.add_subparsers(dest="verb", required=True)
 
     fc = verbs.add_parser("face-classifier", help="train the emotion and actor classifier on the corpus's aligned faces")
-    add_settings(fc, "", ["emotions", "test_clips", "device"])
+    add_settings(fc, "", ["emotions", "test_clips", "device", "threads"])
     add_settings(fc, "evaluate.face_classifier")
     fc.add_argument("--shards", nargs="+", required=True, help="the actors' preprocessing shard tables")
     fc.add_argument("--out", required=True, help="the classifier (torch file)")
     fc.add_argument("--report", required=True, help="its held-out figures (JSON)")
-    add_settings(fc, "", ["threads"])
     fc.set_defaults(func=_face_classifier)
 
     naive = verbs.add_parser("naive", help="the naive baseline edit: the target emotion's mean expression offset added")
@@ -155,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     naive.set_defaults(func=_naive)
 
     score = verbs.add_parser("score", help="one row of the evaluation: a method's videos against the paired truth")
-    add_settings(score, "", ["device"])
+    add_settings(score, "", ["device", "threads"])
     score.add_argument("--row", required=True, help="source, naive, ned, scmcl or truth")
     score.add_argument("--actor", required=True)
     score.add_argument("--clip", required=True, help="the test clip id")
@@ -170,7 +169,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--face-classifier", required=True)
     score.add_argument("--expression-classifier", required=True)
     score.add_argument("--out", required=True, help="the row's figures (TSV)")
-    add_settings(score, "", ["threads"])
     score.set_defaults(func=_score)
 
     table = verbs.add_parser("table", help="the evaluation table (TSV) and plot (PNG) from the rows")
@@ -194,13 +192,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sheet.set_defaults(func=_sheet)
 
     features = verbs.add_parser("paper-features", help="the paper metrics' features of an edit's faces or of the real test clips")
-    add_settings(features, "", ["test_clips", "device"])
+    add_settings(features, "", ["test_clips", "device", "threads"])
     add_settings(features, "evaluate.paper.weights")
     features.add_argument("--video", help="an edited video (its faces, audio and frame rate)")
     features.add_argument("--clip-dir", help="the edit's source clip folder (cuts the video's faces)")
     features.add_argument("--shard", help="real frames: the test clips (test_clips) of this shard table")
     features.add_argument("--out", required=True, help="the features (npz)")
-    add_settings(features, "", ["threads"])
     features.set_defaults(func=_paper_features)
 
     paper = verbs.add_parser("paper-table", help="one protocol's table of FAD, CSIM and LSE-D/C per emotion and method")

@@ -127,7 +127,8 @@ def _speech_clip(layer: FlameLayer, seed: int = 0, n_frames: int = N_FRAMES,
 def _fit(layer: FlameLayer, clip: Clip, landmarks: np.ndarray | None = None, valid: np.ndarray | None = None,
          n_shape: int | None = None, n_exp: int | None = None, **settings) -> FitResult:
     """Fit ``clip`` (or other ``landmarks``) with all the layer's components unless told fewer."""
-    settings = {"iters_full": schema_default("preprocess.fit_iterations"), **settings}
+    settings = {"iters_full": schema_default("preprocess.fit_iterations"),
+                "w_exp": schema_default("preprocess.fit_expression_prior"), **settings}
     fit_settings = FitSettings(layer.n_shape if n_shape is None else n_shape,
                                layer.n_exp if n_exp is None else n_exp, **settings)
     lmk = clip.landmarks if landmarks is None else landmarks

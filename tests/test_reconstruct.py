@@ -32,7 +32,8 @@ def test_deca_backend_runs_on_official_structure(tmp_path, head_files):
     weights = tmp_path / "deca_model.tar"
     save_deca_like(weights, DecaEncoder())
     layer = FlameLayer(load_flame_model(head_files[0]), landmarks=load_landmark_embedding(head_files[1]))
-    backend = make_reconstructor("deca", layer, torch.device("cpu"), 96, deca_model=str(weights), fit_iterations=10)
+    backend = make_reconstructor("deca", layer, torch.device("cpu"), 96, deca_model=str(weights), fit_iterations=10,
+                                 fit_expression_prior=10.0)
     rng = np.random.default_rng(1)
     crops = rng.integers(0, 255, (3, 96, 96, 3), dtype=np.uint8)
     landmarks = rng.uniform(25, 70, (3, 68, 2))

@@ -66,7 +66,8 @@ class FitSettings:
     of the real FLAME).  The data term sums, over the 68 landmarks, a Charbonnier cost of the
     point distance (≈ squared distance below ``robust_px``) times the point's weight (1, or
     ``contour_weight`` for the jaw contour), in pixels of a 256-pixel crop.  So ``w_exp = 1``
-    is the MAP weight of a unit-variance coefficient prior under 1-pixel landmark noise; the
+    is the MAP weight of a unit-variance coefficient prior under 1-pixel landmark noise (the
+    config's default is stronger: landmarks hardly see some blendshapes, see the schema); the
     identity prior ``w_shape`` counts like one frame's.  The jaw costs ``w_jaw`` per squared
     radian of opening outside ``jaw_range`` and ``w_jaw_side`` per squared radian of its other
     two axes.  ``w_smooth``/``w_smooth_acc`` weigh the squared first/second frame differences
@@ -78,11 +79,11 @@ class FitSettings:
     n_shape: int
     n_exp: int
     iters_full: int  # config preprocess.fit_iterations
+    w_exp: float  # config preprocess.fit_expression_prior
     iters_rigid: int = 50
     iters_jaw: int = 50
     step_scale: float = 1.0
     w_shape: float = 1.0
-    w_exp: float = 1.0
     w_jaw: float = 1e4
     w_jaw_side: float = 1e3
     jaw_range: tuple[float, float] = (-0.05, 0.6)

@@ -62,11 +62,12 @@ def landmark_rms(layer: FlameLayer, recon: Reconstruction, landmarks: np.ndarray
 class FitReconstructor:
     """Batched landmark fitting of the configured FLAME-format model (scmcl.face3d.fit)."""
 
-    def __init__(self, layer: FlameLayer, device: torch.device, size: int, iterations: int):
+    def __init__(self, layer: FlameLayer, device: torch.device, size: int, iterations: int, expression_prior: float):
         from scmcl.face3d.fit import FitSettings
 
         self.layer, self.device, self.size = layer, device, size
-        self.settings = FitSettings(n_shape=layer.n_shape, n_exp=layer.n_exp, iters_full=iterations)
+        self.settings = FitSettings(n_shape=layer.n_shape, n_exp=layer.n_exp, iters_full=iterations,
+                                    w_exp=expression_prior)
 
     def reconstruct(self, crops: np.ndarray, landmarks: np.ndarray, valid: np.ndarray) -> Reconstruction:
         from scmcl.face3d.fit import fit_clip
@@ -144,9 +145,9 @@ def _fill_invalid(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def make_reconstructor(name: str, layer: FlameLayer, device: torch.device, size: int, deca_model: str,
-                       fit_iterations: int) -> Reconstructor:
+                       fit_iterations: int, fit_expression_prior: float) -> Reconstructor:
     if name == "fit":
-        return FitReconstructor(layer, device, size, fit_iterations)
+        return FitReconstructor(layer, device, size, fit_iterations, fit_expression_prior)
     if name == "deca":
         return DecaReconstructor(layer, deca_model, device, size)
     raise ValueError(f"unknown reconstruction backend '{name}': use fit or deca")

@@ -22,6 +22,7 @@ class PreprocessSettings:
     smooth_window: int
     reconstruction: str
     fit_iterations: int
+    fit_expression_prior: float
     deca_model: str
     n_shape: int
     n_exp: int

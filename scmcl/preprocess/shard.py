@@ -70,7 +70,8 @@ class ShardRunner:
                                 n_exp=min(settings.n_exp, model.num_expression)).to(self.device)
         self.template = load_template(settings.template) if settings.template else landmark_template(self.layer, settings.crop_size)
         self.reconstructor = make_reconstructor(settings.reconstruction, self.layer, self.device, settings.crop_size,
-                                                settings.deca_model, settings.fit_iterations)
+                                                settings.deca_model, settings.fit_iterations,
+                                                settings.fit_expression_prior)
         self.masker = SegmentationMasker(settings.segmentation_weights, self.device) if settings.mask == "fsgan" else None
         self.data_root = data_root
         self._shared = None

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from scmcl.corpus.head import build_head
+from scmcl.corpus.actors import EMOTION_PROTOTYPES
+from scmcl.corpus.head import EXPRESSION_NAMES, build_head
 from scmcl.face3d.camera import orthographic
 from scmcl.face3d.fit import FitResult, FitSettings, fit_clip, landmark_sublayer
 from scmcl.face3d.flame import FlameLayer
@@ -268,3 +269,37 @@ def test_bad_input_is_refused(grid_layer: FlameLayer) -> None:
         _fit(grid_layer, clip, n_exp=grid_layer.n_exp + 1)
     with pytest.raises(ValueError, match="landmark embedding"):
         _fit(FlameLayer(_grid_face()[0]), clip)
+
+
+
+def _with_expression(layer: FlameLayer, clip: Clip, exp: np.ndarray, seed: int) -> np.ndarray:
+    """``clip``'s landmarks re-projected with other expressions (T, n_exp), jittered like it."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        lmk = layer(torch.from_numpy(clip.shape).expand(len(exp), -1), torch.from_numpy(exp), torch.from_numpy(clip.pose)).landmarks
+        px = orthographic(lmk, torch.from_numpy(clip.cam).to(lmk.dtype), IMAGE, IMAGE)[..., :2].double()
+    return (px + NOISE_PX * torch.randn(px.shape, generator=gen, dtype=torch.float64)).numpy()
+
+
+def test_an_emotion_fits_alike_in_two_sentences(head_layer: FlameLayer) -> None:
+    """What the manipulator learns from: the same held expression (the corpus's angry display),
+    added to two different speaking clips, is fitted as offsets from each clip's neutral fit that
+    point the same way. At the config's prior (``preprocess.fit_expression_prior``) they do; at a
+    unit prior, landmark noise and head motion go into blendshapes the landmarks hardly see, and
+    the two offsets are unrelated."""
+    held = np.zeros(head_layer.n_exp)
+    for name, value in EMOTION_PROTOTYPES["angry"].items():
+        held[EXPRESSION_NAMES.index(name)] = value
+    short = {"iters_rigid": 20, "iters_jaw": 20, "iters_full": 40}
+
+    def cosine(**settings) -> float:
+        offsets = []
+        for seed in (3, 4):
+            clip = _speech_clip(head_layer, seed=seed, n_frames=30, n_exp=0)
+            emotional = _with_expression(head_layer, clip, clip.exp + held, seed + 10)
+            offsets.append(_fit(head_layer, clip, emotional, **settings, **short).exp.mean(0)
+                           - _fit(head_layer, clip, **settings, **short).exp.mean(0))
+        return float(offsets[0] @ offsets[1] / np.linalg.norm(offsets[0]) / np.linalg.norm(offsets[1]))
+
+    configured, unit = cosine(), cosine(w_exp=1.0)
+    assert configured > 0.5 and configured > unit + 0.3, (configured, unit)

@@ -19,6 +19,8 @@ from scmcl.options import schema_default
 
 IMAGE = 128
 NOISE_PX = 0.5
+#: Fewer L-BFGS steps per stage, for tests about something other than the fit's accuracy.
+SHORT = {"iters_rigid": 20, "iters_jaw": 20, "iters_full": 40}
 N_FRAMES = 50
 
 
@@ -118,11 +120,17 @@ def _speech_clip(layer: FlameLayer, seed: int = 0, n_frames: int = N_FRAMES,
     exp[:, n_exp:] = 0.0
     shape[n_shape:] = 0.0
     cam = torch.stack([5.5 + 0.3 * torch.sin(t / 15.0), 0.004 * torch.sin(t / 11.0), 0.01 + 0.003 * t / n_frames], 1)
-    with torch.no_grad():
-        lmk = layer(shape.expand(n_frames, -1), exp, pose).landmarks
-        px = orthographic(lmk, cam.to(lmk.dtype), IMAGE, IMAGE)[..., :2].double()
-    px = px + NOISE_PX * torch.randn(px.shape, generator=gen, dtype=torch.float64)
+    px = _noisy_landmarks(layer, shape, exp, pose, cam, gen)
     return Clip(shape.numpy(), exp.numpy(), pose.numpy(), cam.numpy(), px.numpy())
+
+
+def _noisy_landmarks(layer: FlameLayer, shape: torch.Tensor, exp: torch.Tensor, pose: torch.Tensor, cam: torch.Tensor,
+                     gen: torch.Generator) -> torch.Tensor:
+    """The head's 68 landmarks in crop pixels, (T,68,2), jittered by ``NOISE_PX`` drawn from ``gen``."""
+    with torch.no_grad():
+        lmk = layer(shape.expand(len(exp), -1), exp, pose).landmarks
+        px = orthographic(lmk, cam.to(lmk.dtype), IMAGE, IMAGE)[..., :2].double()
+    return px + NOISE_PX * torch.randn(px.shape, generator=gen, dtype=torch.float64)
 
 
 def _fit(layer: FlameLayer, clip: Clip, landmarks: np.ndarray | None = None, valid: np.ndarray | None = None,
@@ -232,9 +240,8 @@ def test_invalid_frames_are_interpolated(head_layer: FlameLayer, head_clip: Clip
 def test_fit_is_deterministic_on_cpu(grid_layer: FlameLayer) -> None:
     """Same input, same numbers, whether the landmarks come as an array or a tensor."""
     clip = _speech_clip(grid_layer, seed=2, n_frames=20)
-    short = {"iters_rigid": 20, "iters_jaw": 20, "iters_full": 40}
-    first = _fit(grid_layer, clip, **short)
-    second = _fit(grid_layer, clip, torch.from_numpy(clip.landmarks), **short)
+    first = _fit(grid_layer, clip, **SHORT)
+    second = _fit(grid_layer, clip, torch.from_numpy(clip.landmarks), **SHORT)
     for name in ("shape", "exp", "pose", "cam", "per_frame_rms"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     assert first.rms_px == second.rms_px
@@ -243,9 +250,8 @@ def test_fit_is_deterministic_on_cpu(grid_layer: FlameLayer) -> None:
 def test_chunks_share_one_identity(grid_layer: FlameLayer) -> None:
     """Chunking the frames only bounds memory: the result is the one-batch fit."""
     clip = _speech_clip(grid_layer, seed=4, n_frames=30)
-    short = {"iters_rigid": 20, "iters_jaw": 20, "iters_full": 40}
-    whole = _fit(grid_layer, clip, **short)
-    chunked = _fit(grid_layer, clip, chunk_frames=7, **short)
+    whole = _fit(grid_layer, clip, **SHORT)
+    chunked = _fit(grid_layer, clip, chunk_frames=7, **SHORT)
     for name in ("shape", "exp", "pose", "cam"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), atol=1e-5, rtol=1e-5)
 
@@ -271,14 +277,10 @@ def test_bad_input_is_refused(grid_layer: FlameLayer) -> None:
         _fit(FlameLayer(_grid_face()[0]), clip)
 
 
-
 def _with_expression(layer: FlameLayer, clip: Clip, exp: np.ndarray, seed: int) -> np.ndarray:
     """``clip``'s landmarks re-projected with other expressions (T, n_exp), jittered like it."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        lmk = layer(torch.from_numpy(clip.shape).expand(len(exp), -1), torch.from_numpy(exp), torch.from_numpy(clip.pose)).landmarks
-        px = orthographic(lmk, torch.from_numpy(clip.cam).to(lmk.dtype), IMAGE, IMAGE)[..., :2].double()
-    return (px + NOISE_PX * torch.randn(px.shape, generator=gen, dtype=torch.float64)).numpy()
+    as_tensors = (torch.from_numpy(a) for a in (clip.shape, exp, clip.pose, clip.cam))
+    return _noisy_landmarks(layer, *as_tensors, torch.Generator().manual_seed(seed)).numpy()
 
 
 def test_an_emotion_fits_alike_in_two_sentences(head_layer: FlameLayer) -> None:
@@ -290,15 +292,14 @@ def test_an_emotion_fits_alike_in_two_sentences(head_layer: FlameLayer) -> None:
     held = np.zeros(head_layer.n_exp)
     for name, value in EMOTION_PROTOTYPES["angry"].items():
         held[EXPRESSION_NAMES.index(name)] = value
-    short = {"iters_rigid": 20, "iters_jaw": 20, "iters_full": 40}
 
     def cosine(**settings) -> float:
         offsets = []
         for seed in (3, 4):
             clip = _speech_clip(head_layer, seed=seed, n_frames=30, n_exp=0)
             emotional = _with_expression(head_layer, clip, clip.exp + held, seed + 10)
-            offsets.append(_fit(head_layer, clip, emotional, **settings, **short).exp.mean(0)
-                           - _fit(head_layer, clip, **settings, **short).exp.mean(0))
+            offsets.append(_fit(head_layer, clip, emotional, **settings, **SHORT).exp.mean(0)
+                           - _fit(head_layer, clip, **settings, **SHORT).exp.mean(0))
         return float(offsets[0] @ offsets[1] / np.linalg.norm(offsets[0]) / np.linalg.norm(offsets[1]))
 
     configured, unit = cosine(), cosine(w_exp=1.0)

@@ -200,6 +200,14 @@ PAIRED_TREE = Tree("paired", paired_root, paired_clip_videos(), no_listing, "sca
 PREPROCESS_TREES = [CORPUS_TREE] + ([PAIRED_TREE] if config["dataset"] == "synthetic" else [])
 
 
+def actor_identity(wildcards):
+    """The shard's actor identity (rule actor_identity) when the fit backend reconstructs; DECA
+    predicts its own shapes."""
+    if config["preprocess"]["reconstruction"] != "fit":
+        return []
+    return f"work/preprocess/{wildcards.actor}/identity.json"
+
+
 def preprocess_files():
     return expand("work/preprocess/{actor}/expressions.parquet", actor=ALL_ACTORS)
 

@@ -6,6 +6,38 @@
 # so both go through the same scan, the same preprocessing command and the same settings.
 
 
+rule actor_identity:
+    """The actor's one face for the landmark fit (preprocess.identity_clips neutral clips); the
+    corpus's and the paired ground truth's shards of the actor keep it."""
+    input:
+        manifest=CORPUS_TREE.manifest,
+        model=config["flame"]["model"],
+        landmarks=config["flame"]["landmark_embedding"],
+    output:
+        "work/preprocess/{actor}/identity.json",
+    log:
+        "logs/actor_identity/{actor}.log",
+    benchmark:
+        "benchmarks/actor_identity/{actor}.tsv"
+    wildcard_constraints:
+        actor="|".join(ALL_ACTORS),
+    conda:
+        "../envs/scmcl.yaml"
+    priority: TRAIN_PRIORITY
+    threads: 1  # as a shard: the landmark fit is fastest on one torch thread
+    resources:
+        mem_mb=mem_mb(8000),
+        runtime=runtime_min(60),
+        **gpu_resources(),
+    params:
+        data_root=CORPUS_TREE.root,
+        settings=" ".join([flags("preprocess"), DEVICE]),
+    shell:
+        "scmcl preprocess identity --manifest {input.manifest} --actor {wildcards.actor} --out {output}"
+        " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
+        " {params.settings} --threads {threads} > {log} 2>&1"
+
+
 for tree in PREPROCESS_TREES:
 
     rule:
@@ -46,6 +78,7 @@ for tree in PREPROCESS_TREES:
             manifest=tree.manifest,
             model=config["flame"]["model"],
             landmarks=config["flame"]["landmark_embedding"],
+            identity=actor_identity,
         output:
             f"{tree.preprocess}/{{actor}}/{{emotion}}.parquet",
         log:
@@ -71,7 +104,7 @@ for tree in PREPROCESS_TREES:
             "scmcl preprocess shard --manifest {input.manifest} --actor {wildcards.actor}"
             " --emotion {wildcards.emotion} --clip-root {params.clip_root} --out {output}"
             " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
-            " {params.settings} --threads {threads} > {log} 2>&1"
+            " --identity '{input.identity}' {params.settings} --threads {threads} > {log} 2>&1"
 
     rule:
         name:

@@ -97,7 +97,8 @@ def add_settings(parser: argparse.ArgumentParser, section: str, keys: Iterable[s
         path = _path(section, key)
         node = schema_node(path)
         kind = node.get("type")
-        help_text = f"{node['description']} (config {path}; default: {node['default']!r})"
+        # argparse expands %-formats in help: a schema text's "16%" would break --help
+        help_text = f"{node['description']} (config {path}; default: {node['default']!r})".replace("%", "%%")
         if kind == "array":
             items = node.get("items", {})
             action = parser.add_argument(_flag(key), nargs="*", type=_scalar_type(items), choices=items.get("enum"),

@@ -100,3 +100,9 @@ def test_functions_have_no_defaults_of_settings():
                     if parameter.name in SETTING_NAMES - LIBRARY_NAMES and parameter.default not in (inspect.Parameter.empty, None):
                         pytest.fail(f"{module.__name__}.{function.__qualname__}({parameter.name}={parameter.default!r}): "
                                     "a default of a configured setting outside the schema")
+
+
+@pytest.mark.parametrize("name, parser", list(_parsers(build_parser())), ids=lambda value: value if isinstance(value, str) else "")
+def test_every_command_has_a_help_page(name: str, parser: argparse.ArgumentParser) -> None:
+    """The options' help comes from the schema's descriptions, which may hold a "%"."""
+    assert parser.format_help().startswith("usage:"), name

@@ -134,14 +134,15 @@ def _noisy_landmarks(layer: FlameLayer, shape: torch.Tensor, exp: torch.Tensor, 
 
 
 def _fit(layer: FlameLayer, clip: Clip, landmarks: np.ndarray | None = None, valid: np.ndarray | None = None,
-         n_shape: int | None = None, n_exp: int | None = None, **settings) -> FitResult:
+         n_shape: int | None = None, n_exp: int | None = None, identity: np.ndarray | None = None,
+         **settings) -> FitResult:
     """Fit ``clip`` (or other ``landmarks``) with all the layer's components unless told fewer."""
     settings = {"iters_full": schema_default("preprocess.fit_iterations"),
                 "w_exp": schema_default("preprocess.fit_expression_prior"), **settings}
     fit_settings = FitSettings(layer.n_shape if n_shape is None else n_shape,
                                layer.n_exp if n_exp is None else n_exp, **settings)
     lmk = clip.landmarks if landmarks is None else landmarks
-    return fit_clip(layer, lmk, IMAGE, fit_settings, valid=valid, device=torch.device("cpu"))
+    return fit_clip(layer, lmk, IMAGE, fit_settings, valid=valid, device=torch.device("cpu"), identity=identity)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -304,3 +305,30 @@ def test_an_emotion_fits_alike_in_two_sentences(head_layer: FlameLayer) -> None:
 
     configured, unit = cosine(), cosine(w_exp=1.0)
     assert configured > 0.5 and configured > unit + 0.3, (configured, unit)
+
+
+def test_a_known_identity_keeps_a_held_expression_in_the_expressions(head_layer: FlameLayer) -> None:
+    """A held expression (the corpus's angry display) over a speaking clip: fitted with an identity
+    of its own, the clip's face takes most of it (its prior counts like one frame's); with the
+    actor's identity kept (``identity=``, what the shards do), the expressions keep it."""
+    held = np.zeros(head_layer.n_exp)
+    for name, value in EMOTION_PROTOTYPES["angry"].items():
+        held[EXPRESSION_NAMES.index(name)] = value
+    clip = _speech_clip(head_layer, seed=3, n_frames=30, n_exp=0)
+    emotional = _with_expression(head_layer, clip, clip.exp + held, 13)
+
+    def offset(**settings) -> np.ndarray:
+        return _fit(head_layer, clip, emotional, **settings, **SHORT).exp.mean(0) - _fit(head_layer, clip, **settings, **SHORT).exp.mean(0)
+
+    free, kept = offset(), offset(identity=clip.shape)
+    cosine = float(kept @ held / np.linalg.norm(kept) / np.linalg.norm(held))
+    assert np.linalg.norm(kept) > 3 * np.linalg.norm(free) and np.linalg.norm(kept) > 0.3 * np.linalg.norm(held), (free, kept)
+    assert cosine > 0.6, cosine
+
+
+def test_a_known_identity_is_kept_and_checked(grid_layer: FlameLayer) -> None:
+    clip = _speech_clip(grid_layer, seed=5, n_frames=12)
+    fitted = _fit(grid_layer, clip, identity=clip.shape, **SHORT)
+    np.testing.assert_allclose(fitted.shape, clip.shape, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="identity has shape"):
+        _fit(grid_layer, clip, identity=clip.shape[:3], **SHORT)

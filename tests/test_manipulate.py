@@ -191,6 +191,18 @@ def test_edit_sequence_of_a_short_clip(nets):
     assert_float32_close(edited, expected, rtol=1e-4)
 
 
+def test_edit_sequence_passes_the_generators_padding_through():
+    """A generator trained on a 25-component face model passes exp_25..49 through (its file
+    says so, ``checkpoint.PADDING_KEY``): the edit keeps the clip's zeros there and edits the rest."""
+    torch.manual_seed(0)
+    padded = ManipulatorNets(SMALL, N_EMOTIONS).eval()
+    padded.generator.set_padding(torch.arange(FRAME_SIZE) >= 26)
+    clip = _clip(30, seed=12)
+    clip[:, 26:] = 0
+    edited = edit_sequence(padded.generator, clip, label_style(padded, 1, seed=0), SEQ_LEN, batch=8)
+    assert np.array_equal(edited[:, 26:], clip[:, 26:]) and np.abs(edited[:, 1:26] - clip[:, 1:26]).min() > 0
+
+
 def test_edit_sequence_restores_training_mode(nets):
     nets.generator.train()
     try:

@@ -10,8 +10,8 @@ import torch
 
 from scmcl.config import validate_config
 from scmcl.manipulator.checkpoint import ManipulatorWeightsError, load_networks, save_networks
-from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets, NetworkSizes
-from scmcl.manipulator.checkpoint import RESIDUAL_KEY
+from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets, NetworkSizes, padded_columns
+from scmcl.manipulator.checkpoint import PADDING_KEY, RESIDUAL_KEY
 from scmcl.options import schema_default
 
 
@@ -131,7 +131,7 @@ def test_he_init_on_linear_layers_default_lstm(nets: ManipulatorNets) -> None:
 
 def test_file_is_the_official_container(nets: ManipulatorNets, saved: Path) -> None:
     payload = torch.load(saved, weights_only=True)
-    assert list(payload) == [*NETWORK_KEYS, RESIDUAL_KEY] and payload[RESIDUAL_KEY] is True
+    assert list(payload) == [*NETWORK_KEYS, RESIDUAL_KEY, PADDING_KEY] and payload[RESIDUAL_KEY] is True
     for name in NETWORK_KEYS:
         assert {key: tuple(value.shape) for key, value in payload[name].items()} == OFFICIAL_LAYOUT[name]
 
@@ -150,6 +150,28 @@ def test_generator_residual_adds_the_input(nets: ManipulatorNets, inputs: dict[s
     with torch.no_grad():
         head = absolute.generator(inputs["x"], inputs["style"])
     assert torch.equal(_outputs(nets, inputs)["generator"], inputs["x"] + head)
+
+
+def test_padded_columns_pass_through_and_travel_beside_the_state_dicts(nets, inputs, saved, tmp_path: Path) -> None:
+    """The built-in head's 25 components leave exp_25..49 zero-padded: the generator copies them.
+    The columns are no parameter: they travel in an entry of our files beside the state dicts,
+    which still load strictly."""
+    x = inputs["x"].clone()
+    x[..., 26:] = 0
+    padding = padded_columns(x)
+    assert padding.tolist() == [False] * 26 + [True] * 25
+    masked = _nets(seed=0)
+    masked.generator.set_padding(padding)
+    with torch.no_grad():
+        plain, kept = nets.generator(x, inputs["style"]), masked.generator(x, inputs["style"])
+    assert torch.equal(kept[..., 26:], x[..., 26:]) and plain[..., 26:].abs().min() > 0
+    assert torch.equal(kept[..., :26], plain[..., :26])
+    assert set(masked.generator.state_dict()) == set(OFFICIAL_LAYOUT["generator"])
+    path = tmp_path / "05_nets.pth"
+    save_networks(path, masked)
+    assert torch.load(path, weights_only=True)[PADDING_KEY] == list(range(26, 51))
+    assert load_networks(path, _nets(seed=2)).generator.padding.equal(padding)
+    assert not load_networks(saved, masked).generator.padding.any()  # a file without the entry: none, as NED's
 
 
 def test_released_file_without_the_key_is_absolute(nets, inputs, saved, tmp_path: Path) -> None:
@@ -196,6 +218,7 @@ def _renamed(payload: dict) -> dict:
     (lambda path, payload: torch.save({k: {"state": {}, "param_groups": []} for k in NETWORK_KEYS}, path),
      "holds optimizer states (an XX_optims.pth), not network weights"),
     (lambda path, payload: torch.save(payload | {RESIDUAL_KEY: 1}, path), "generator_residual is 1, not true or false"),
+    (lambda path, payload: torch.save(payload | {PADDING_KEY: [26, 51]}, path), "generator_padding is [26, 51], not a list of frame columns 0..50"),
     (lambda path, payload: torch.save(_renamed(payload), path),
      "does not have NED's manipulator layout: generator has missing 1 (seq1.0.weight) and unexpected 1 (seq1.0.w) "
      "parameters; the number of emotions"),

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from scmcl.config import validate_config
+from scmcl.corpus.head import EXPRESSION_NAMES
 from scmcl.corpus.layout import ClipKey, groundtruth_path
 from scmcl.corpus.manifest import scan_mead
 from scmcl.corpus.synth import Generator, synth_actor
@@ -33,7 +34,7 @@ from scmcl.manipulator.ablation import score_edit
 from scmcl.manipulator.checkpoint import load_networks, save_networks
 from scmcl.manipulator.classifier import ClassifierSettings, train_classifier
 from scmcl.manipulator.edit import edit_sequence, label_style
-from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets, NetworkSizes
+from scmcl.manipulator.networks import FRAME_SIZE, NETWORK_KEYS, ManipulatorNets, NetworkSizes
 from scmcl.manipulator.pseudo import NONE, build_pseudo_targets
 from scmcl.manipulator.train import (
     ExpressionMetric,
@@ -197,8 +198,10 @@ def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
     torch.set_num_threads(2)
     fast = {"lr": 1e-3, "mapping_lr": 1e-3}  # a few hundred steps instead of NED's epochs
-    train_manipulator("ned", sizes(), common(), variant("ned", steps=400, **fast), inputs(data), "cpu",
-                      out / "ned_run", out / "ned.pth", out / "ned.tsv")
+    figures = train_manipulator("ned", sizes(), common(), variant("ned", steps=400, **fast), inputs(data), "cpu",
+                                out / "ned_run", out / "ned.pth", out / "ned.tsv")
+    # the zero padding after the built-in head's 25 components, and blendshapes these truth tables never move
+    assert figures["padded_columns"] >= FRAME_SIZE - 1 - len(EXPRESSION_NAMES)
     train_manipulator("scmcl", sizes(), common(), variant("scmcl", steps=150, dist_thresh=0.5, lr=3e-4, mapping_lr=3e-4),
                       inputs(data, out / "ned.pth"),
                       "cpu", out / "scmcl_run", out / "scmcl.pth", out / "scmcl.tsv")

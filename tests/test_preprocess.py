@@ -17,7 +17,8 @@ from scmcl.face3d.raster import rasterize
 from scmcl.io import clip_data as cd
 from scmcl.options import schema_default
 from scmcl.preprocess.settings import PreprocessSettings
-from scmcl.preprocess.shard import PROGRESS, ShardRunner, expression_table, run_shard
+from scmcl.preprocess.identity import identity_clips, mean_identity, read_identity, write_identity
+from scmcl.preprocess.shard import PROGRESS, ShardRunner, expression_table, fit_actor_identity, run_shard
 from tests.conftest import ACTOR, SETTINGS
 
 CROP = 96
@@ -208,3 +209,38 @@ def test_expression_table_inputs_say_which_rule_writes_them(shard, tmp_path):
     with pytest.raises(cd.ClipDataError, match=rf"^{clip / cd.FRAMES_TABLE} has no column exp_00: "
                                                rf"rerun preprocess_shard for {ACTOR}/neutral \(scmcl preprocess shard\)$"):
         expression_table([tmp_path / "neutral.parquet"])
+
+
+def test_every_fit_of_an_actor_keeps_its_identity(runner, head_files, corpus, tmp_path):
+    """``scmcl preprocess identity`` averages the free identities of the actor's neutral clips; a
+    shard given it keeps it in every clip (and its fingerprint differs, so no clip fitted
+    without it is skipped)."""
+    manifest = scan_mead(corpus, actors=[ACTOR], emotions=["neutral", "happy"], levels=[3])
+    record = fit_actor_identity(manifest, ACTOR, 4, tmp_path / "identity.json", runner)
+    assert record["clips"] == [f"{ACTOR}/neutral/level_1/001"]
+    identity = read_identity(tmp_path / "identity.json", ACTOR, runner.layer.n_shape)
+    np.testing.assert_allclose(identity, record["shape"])
+    kept = ShardRunner(runner.settings, str(head_files[0]), str(head_files[1]), str(corpus), identity)
+    assert kept.fingerprint != runner.fingerprint
+    table = run_shard(manifest, ACTOR, "happy", tmp_path / "happy", tmp_path / "happy.parquet", kept)
+    shapes = cd.read_clip_frames(table.directory.iloc[0]).block("shape")
+    np.testing.assert_allclose(shapes, np.broadcast_to(identity, shapes.shape), rtol=1e-5, atol=1e-6)
+
+
+def test_a_wrong_identity_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "identity.json"
+    write_identity(path, ACTOR, np.zeros(3), [f"{ACTOR}/neutral/level_1/001"], [0.5])
+    with pytest.raises(ValueError, match=f"identity of actor {ACTOR}, not SYN09: rerun actor_identity"):
+        read_identity(path, "SYN09", 3)
+    with pytest.raises(ValueError, match="holds 3 identity coefficients, the fit uses 100"):
+        read_identity(path, ACTOR, 100)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="is not an actor identity"):
+        read_identity(path, ACTOR, 3)
+    manifest = pd.DataFrame({"actor": [ACTOR], "emotion": ["happy"], "level": [3], "clip": ["001"]})
+    with pytest.raises(ValueError, match="manifest.parquet has no neutral clip of actor"):
+        identity_clips(manifest, ACTOR, 4, "manifest.parquet")
+
+
+def test_clips_are_averaged_by_their_frames():
+    np.testing.assert_allclose(mean_identity([np.zeros(2), np.ones(2)], [1, 3]), [0.75, 0.75])

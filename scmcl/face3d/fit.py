@@ -1,6 +1,7 @@
 """The ``fit`` reconstruction backend: FLAME-format parameters of one clip from its 68 landmarks.
 
-Unknowns: one identity ``shape`` per clip; per frame the expression, the jaw and global
+Unknowns: one identity ``shape`` per clip (or a given one: an actor's, see
+``scmcl.preprocess.identity``); per frame the expression, the jaw and global
 rotation (``pose`` = DECA's ``[global(3), jaw(3)]``) and DECA's orthographic camera
 ``cam = [s, tx, ty]``; neck and eyes stay zero.  All frames are solved together by L-BFGS in
 three stages, each starting where the last stopped:
@@ -393,26 +394,36 @@ def fit_clip(
     settings: FitSettings,
     valid: np.ndarray | torch.Tensor | None = None,
     device: torch.device | str = "cpu",
+    identity: np.ndarray | None = None,
 ) -> FitResult:
     """Fit one clip's FLAME parameters to its 68 landmarks (T,68,2), pixels of a square crop of
     side ``image_size`` (x right, y down, pixel centres at +0.5, as :func:`orthographic`).
 
     ``valid`` (T,) excludes frames from the data term (so do non-finite landmarks); their
-    parameters come from the temporal smoothness.  Deterministic on the CPU.
+    parameters come from the temporal smoothness.  ``identity`` (``n_shape``,) fixes the shape
+    instead of fitting it: an expression held through a clip (an emotion) moves the landmarks
+    as a different face would, and a free per-clip identity, whose prior counts like one
+    frame's, takes most of it.  Deterministic on the CPU.
     """
     device = torch.device(device)
     problem = _as_problem(layer, landmarks, image_size, settings, valid, device)
     n_frames = problem.target.shape[0]
     log_s, trans = _camera_init(problem)
     zeros = problem.target.new_zeros
-    x0 = {"shape": zeros(settings.n_shape), "exp": zeros(n_frames, settings.n_exp), "rot": zeros(n_frames, 3),
+    shape = zeros(settings.n_shape)
+    if identity is not None:
+        if np.shape(identity) != (settings.n_shape,):
+            raise ValueError(f"the identity has shape {np.shape(identity)}, the fit {settings.n_shape} identity components")
+        shape = torch.as_tensor(np.asarray(identity), dtype=shape.dtype, device=device)
+    x0 = {"shape": shape, "exp": zeros(n_frames, settings.n_exp), "rot": zeros(n_frames, 3),
           "jaw": zeros(n_frames, 3), "log_s": log_s, "trans": trans}
     unknowns = _Unknowns(x0, _units(problem, log_s))
     rigid_weight = torch.zeros_like(problem.lmk_weight)
     rigid_weight[RIGID_POINTS] = problem.lmk_weight[RIGID_POINTS]
     _optimise(problem, unknowns, _RIGID, settings.iters_rigid, rigid_weight)
     _optimise(problem, unknowns, (*_RIGID, "jaw"), settings.iters_jaw, problem.lmk_weight)
-    _optimise(problem, unknowns, tuple(x0), settings.iters_full, problem.lmk_weight)
+    _optimise(problem, unknowns, tuple(k for k in x0 if k != "shape" or identity is None), settings.iters_full,
+              problem.lmk_weight)
 
     rms = _frame_rms(problem, unknowns)
     good = rms[problem.valid]

@@ -50,6 +50,7 @@ STACKS = (CROPS, MASKS, FACES_ALIGNED, MASKS_ALIGNED, NMFC_ALIGNED, SHAPE_ALIGNE
 WRITERS = {
     "manifest": ("corpus_manifest", "scmcl corpus scan"),
     "groundtruth": ("synth_corpus", "scmcl corpus synth"),
+    "identity": ("actor_identity", "scmcl preprocess identity"),
     "shard": ("preprocess_shard", "scmcl preprocess shard"),
     "expressions": ("expression_table", "scmcl preprocess expressions"),
     "pairs": ("align_audio", "scmcl scmc align"),

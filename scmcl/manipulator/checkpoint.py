@@ -5,8 +5,10 @@ The file is ``torch.save({'generator': sd, 'mapping_network': sd, 'style_encoder
 weights-only and loaded strictly; a file that does not fit is one ``ManipulatorWeightsError``
 naming it and what is wrong, checked before any network is touched.
 
-Our files add one entry, ``generator_residual`` (a bool), which NED's loader, reading the four
-networks by name, ignores; a file without it is NED's absolute-output generator.
+Our files add two entries, which NED's loader, reading the four networks by name, ignores:
+``generator_residual`` (a bool; a file without it is NED's absolute-output generator) and
+``generator_padding``, the frame columns the generator passes through (the zero padding of the
+training data's face model, ``networks.padded_columns``; a file without it has none).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import torch
 
 from scmcl.io.atomic import atomic_path
 from scmcl.io.state_dicts import layout_problems, read_weights, shape_problems, unwrap_data_parallel
-from scmcl.manipulator.networks import NETWORK_KEYS, ManipulatorNets
+from scmcl.manipulator.networks import FRAME_SIZE, NETWORK_KEYS, ManipulatorNets
 
 log = logging.getLogger(__name__)
 
 #: Our entry beside NED's four: whether the generator's output is a residual (absent: NED's absolute output).
 RESIDUAL_KEY = "generator_residual"
+#: Our entry for the columns the generator passes through (absent: none, as NED's).
+PADDING_KEY = "generator_padding"
 
 
 class ManipulatorWeightsError(ValueError):
@@ -36,7 +40,8 @@ def save_networks(path: str | os.PathLike, nets: ManipulatorNets) -> None:
     """Write the official container atomically, so NED's own code can load what we train."""
     with atomic_path(path) as tmp:
         torch.save({name: net.state_dict() for name, net in nets.networks().items()}
-                   | {RESIDUAL_KEY: nets.generator.residual}, tmp)
+                   | {RESIDUAL_KEY: nets.generator.residual,
+                      PADDING_KEY: nets.generator.padding.nonzero().flatten().tolist()}, tmp)
 
 
 def _read(path: Path) -> dict:
@@ -56,6 +61,9 @@ def _read(path: Path) -> dict:
             raise ManipulatorWeightsError(f"{path} holds optimizer states (an XX_optims.pth), not network weights")
     if not isinstance(payload.get(RESIDUAL_KEY, False), bool):
         raise ManipulatorWeightsError(f"{path}: {RESIDUAL_KEY} is {payload[RESIDUAL_KEY]!r}, not true or false")
+    padding = payload.get(PADDING_KEY, [])
+    if not (isinstance(padding, list) and all(isinstance(i, int) and 0 <= i < FRAME_SIZE for i in padding)):
+        raise ManipulatorWeightsError(f"{path}: {PADDING_KEY} is {padding!r}, not a list of frame columns 0..{FRAME_SIZE - 1}")
     return payload
 
 
@@ -85,4 +93,7 @@ def load_networks(path: str | os.PathLike, nets: ManipulatorNets) -> Manipulator
         log.info("%s: its generator is %s, as it was trained; manipulator.networks.generator_residual applies to "
                  "training from scratch only", path, "residual" if residual else "absolute (NED's)")
     nets.generator.residual = residual
+    padding = torch.zeros(FRAME_SIZE, dtype=torch.bool)
+    padding[payload.get(PADDING_KEY, [])] = True
+    nets.generator.set_padding(padding)
     return nets

@@ -42,7 +42,8 @@ def _train(args: argparse.Namespace) -> int:
                     distances={Path(folder).name: folder for folder in getattr(args, "distances", [])})
     figures = train_manipulator(args.variant, _sizes(args), common, settings, inputs, args.device, args.run_dir,
                                 args.out, args.metrics)
-    print(f"manipulator {args.variant}: {figures['windows']} training windows of {figures['clips']} clips -> {args.out}"
+    print(f"manipulator {args.variant}: {figures['windows']} training windows of {figures['clips']} clips, "
+          f"{figures['padded_columns']} zero-padded columns passed through -> {args.out}"
           + (f"; pseudo-target coverage {figures['pseudo_coverage']:.3f}" if "pseudo_coverage" in figures else ""))
     return 0
 

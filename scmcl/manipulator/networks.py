@@ -50,6 +50,13 @@ class NetworkSizes:
                       for key, value in values.items() if key in cls.__dataclass_fields__})
 
 
+def padded_columns(frames) -> torch.Tensor:
+    """(51,) bool: the columns of (..., 51) frames that are zero in every frame, the zero padding
+    of a face model with fewer expression components (a fitted coefficient is never exactly zero
+    throughout a clip)."""
+    return torch.as_tensor((frames == 0).reshape(-1, FRAME_SIZE).all(0))
+
+
 def he_init(module: nn.Module) -> None:
     """NED's ``he_init``: kaiming normal (fan_in, ReLU gain) and zero bias on Linear layers;
     LSTMs keep PyTorch's uniform default, as in NED."""
@@ -92,17 +99,30 @@ class Generator(_Recurrent):
     expect); with ``residual=True`` it adds its output to the input, so an edit starts from the
     source's own per-coefficient speech dynamics. The choice has no parameters of its own: it
     travels in our weight files beside the state dicts (``checkpoint.py``).
+
+    Columns set by ``set_padding`` pass through unchanged: the expression tables zero-pad a face
+    model with fewer than 50 components (the built-in head has 25), and no renderer sees those
+    columns. A generator left to write there adds noise to every distance to a real clip
+    (on the demo, 0.02 rms in each of 25 columns, a third of an angry edit's margin) and hands
+    the discriminator a way to tell fakes that has nothing to do with emotion. With FLAME's 50
+    components nothing is padded and the generator is NED's.
     """
 
     def __init__(self, style_size: int, frame_widths: Sequence[int], lstm_hidden: int, lstm_layers: int,
                  head_widths: Sequence[int], residual: bool) -> None:
         super().__init__(FRAME_SIZE + style_size, frame_widths, lstm_hidden, lstm_layers, head_widths, FRAME_SIZE)
         self.residual = residual
+        self.register_buffer("padding", torch.zeros(FRAME_SIZE, dtype=torch.bool), persistent=False)
+
+    def set_padding(self, columns: torch.Tensor) -> None:
+        """Pass the (51,) boolean ``columns`` through: ``padded_columns`` of the training data,
+        saved with the weights (``checkpoint.PADDING_KEY``)."""
+        self.padding.copy_(torch.as_tensor(columns, dtype=torch.bool))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         style = style[:, None, :].expand(-1, x.shape[1], -1)
         out = self.frames(torch.cat([x, style], dim=2))
-        return x + out if self.residual else out
+        return torch.where(self.padding, x, x + out if self.residual else out)
 
 
 class StyleEncoder(_Recurrent):

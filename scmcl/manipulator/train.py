@@ -28,7 +28,7 @@ from torch import nn
 from scmcl.device import resolve_device
 from scmcl.manipulator import losses
 from scmcl.manipulator.checkpoint import load_networks, save_networks
-from scmcl.manipulator.networks import ManipulatorNets, NetworkSizes
+from scmcl.manipulator.networks import ManipulatorNets, NetworkSizes, padded_columns
 from scmcl.manipulator.pseudo import (
     NONE,
     PseudoBatch,
@@ -277,6 +277,8 @@ def train_manipulator(variant: str, sizes: NetworkSizes, common: TrainerSettings
     start = inputs.init if variant == "scmcl" else settings.pretrained
     if start:
         load_networks(start, nets)
+    padding = padded_columns(windows.frames)
+    nets.generator.set_padding(padding)
     nets.to(torch_device)
     betas = (common.beta1, common.beta2)
     optimizers = {name: torch.optim.Adam(net.parameters(), lr=settings.mapping_lr if name == "mapping_network" else settings.lr,
@@ -292,7 +294,8 @@ def train_manipulator(variant: str, sizes: NetworkSizes, common: TrainerSettings
     loop.run(step)
     save_networks(out, nets.to("cpu"))
     loop.publish_metrics(metrics_out)
-    figures = {"variant": variant, "windows": len(windows), "clips": int(windows.table.groupby(["actor", "emotion", "level", "clip"]).ngroups)}
+    figures = {"variant": variant, "windows": len(windows), "clips": int(windows.table.groupby(["actor", "emotion", "level", "clip"]).ngroups),
+               "padded_columns": int(padding.sum())}
     if pseudo is not None:
         figures["pseudo_coverage"] = pseudo.coverage()
     return figures

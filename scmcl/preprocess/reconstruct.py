@@ -62,17 +62,19 @@ def landmark_rms(layer: FlameLayer, recon: Reconstruction, landmarks: np.ndarray
 class FitReconstructor:
     """Batched landmark fitting of the configured FLAME-format model (scmcl.face3d.fit)."""
 
-    def __init__(self, layer: FlameLayer, device: torch.device, size: int, iterations: int, expression_prior: float):
+    def __init__(self, layer: FlameLayer, device: torch.device, size: int, iterations: int, expression_prior: float,
+                 identity: np.ndarray | None):
         from scmcl.face3d.fit import FitSettings
 
-        self.layer, self.device, self.size = layer, device, size
+        self.layer, self.device, self.size, self.identity = layer, device, size, identity
         self.settings = FitSettings(n_shape=layer.n_shape, n_exp=layer.n_exp, iters_full=iterations,
                                     w_exp=expression_prior)
 
     def reconstruct(self, crops: np.ndarray, landmarks: np.ndarray, valid: np.ndarray) -> Reconstruction:
         from scmcl.face3d.fit import fit_clip
 
-        result = fit_clip(self.layer, landmarks, self.size, self.settings, valid=valid, device=self.device)
+        result = fit_clip(self.layer, landmarks, self.size, self.settings, valid=valid, device=self.device,
+                          identity=self.identity)
         return Reconstruction(result.shape, result.exp, result.pose, result.cam, result.per_frame_rms)
 
 
@@ -145,9 +147,13 @@ def _fill_invalid(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def make_reconstructor(name: str, layer: FlameLayer, device: torch.device, size: int, deca_model: str,
-                       fit_iterations: int, fit_expression_prior: float) -> Reconstructor:
+                       fit_iterations: int, fit_expression_prior: float, identity: np.ndarray | None = None) -> Reconstructor:
+    """The backend ``name``; ``identity`` (the actor's, ``scmcl.preprocess.identity``) fixes the
+    fit's shape, and DECA, which predicts a shape per frame, takes none."""
     if name == "fit":
-        return FitReconstructor(layer, device, size, fit_iterations, fit_expression_prior)
+        return FitReconstructor(layer, device, size, fit_iterations, fit_expression_prior, identity)
+    if identity is not None:
+        raise ValueError(f"an actor identity is for the fit backend; the {name} backend predicts its own shapes")
     if name == "deca":
         return DecaReconstructor(layer, deca_model, device, size)
     raise ValueError(f"unknown reconstruction backend '{name}': use fit or deca")

@@ -10,6 +10,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class PreprocessSettings:
@@ -23,6 +25,7 @@ class PreprocessSettings:
     reconstruction: str
     fit_iterations: int
     fit_expression_prior: float
+    identity_clips: int
     deca_model: str
     n_shape: int
     n_exp: int
@@ -32,7 +35,10 @@ class PreprocessSettings:
     eye_points: int
     device: str
 
-    def fingerprint(self, model_path: str) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k != "device"}  # same result on CPU and GPU
-        payload = json.dumps({**fields, "model": model_path}, sort_keys=True)
+    def fingerprint(self, model_path: str, identity: np.ndarray | None = None) -> str:
+        """Of the settings (not the device: CPU and GPU give the same result), the model and the
+        actor identity the fits keep (a new one redoes every clip)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "device"}
+        kept = None if identity is None else np.asarray(identity, np.float32).round(6).tolist()
+        payload = json.dumps({**fields, "model": model_path, "identity": kept}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

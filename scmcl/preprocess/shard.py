@@ -25,10 +25,11 @@ from scmcl.io.atomic import atomic_path, write_parquet
 from scmcl.io.media import read_frames
 from scmcl.preprocess.align import landmark_template, load_template
 from scmcl.preprocess.clip import process_clip
+from scmcl.preprocess.identity import identity_clips, mean_identity, write_identity
 from scmcl.preprocess.masks import SegmentationMasker
-from scmcl.preprocess.reconstruct import make_reconstructor
+from scmcl.preprocess.reconstruct import Reconstruction, make_reconstructor
 from scmcl.preprocess.settings import PreprocessSettings
-from scmcl.preprocess.tracking import SyntheticTracker, make_tracker, track_clip
+from scmcl.preprocess.tracking import SyntheticTracker, TrackedClip, make_tracker, track_clip
 
 log = logging.getLogger(__name__)
 PROGRESS = "progress.json"
@@ -61,7 +62,10 @@ def _complete(directory: Path) -> bool:
 class ShardRunner:
     """Loads the models once and preprocesses the clips of one shard."""
 
-    def __init__(self, settings: PreprocessSettings, model_path: str, landmarks_path: str, data_root: str):
+    def __init__(self, settings: PreprocessSettings, model_path: str, landmarks_path: str, data_root: str,
+                 identity: np.ndarray | None = None):
+        """``identity``: the actor's (``scmcl.preprocess.identity``), kept by every fit; ``None``
+        fits one per clip."""
         self.settings = settings
         self.device = resolve_device(settings.device)
         model = load_flame_model(model_path)
@@ -71,11 +75,12 @@ class ShardRunner:
         self.template = load_template(settings.template) if settings.template else landmark_template(self.layer, settings.crop_size)
         self.reconstructor = make_reconstructor(settings.reconstruction, self.layer, self.device, settings.crop_size,
                                                 settings.deca_model, settings.fit_iterations,
-                                                settings.fit_expression_prior)
+                                                settings.fit_expression_prior, identity)
         self.masker = SegmentationMasker(settings.segmentation_weights, self.device) if settings.mask == "fsgan" else None
         self.data_root = data_root
         self._shared = None
-        self.fingerprint = settings.fingerprint(model_path)
+        self.identity = identity
+        self.fingerprint = settings.fingerprint(model_path, identity)
 
     def _tracker(self, actor: str, key: ClipKey):
         if self.settings.tracker == "synthetic":
@@ -91,24 +96,30 @@ class ShardRunner:
             for row in rows.itertuples(index=False):
                 SyntheticTracker.check_input(groundtruth_path(self.data_root, row.actor, ClipKey(row.emotion, int(row.level), row.clip)))
 
-    def run_clip(self, row, directory: Path) -> dict:
-        """Preprocess one manifest row (a namedtuple of the clip table) into ``directory``."""
-        name = cd.clip_id(row.actor, row.emotion, row.level, row.clip)
-        clock = _StageClock()
+    def reconstruct_clip(self, row, clock: _StageClock | None = None) -> tuple[TrackedClip, Reconstruction]:
+        """Decode, track and reconstruct one manifest row (a namedtuple of the clip table)."""
+        clock = clock or _StageClock()
         frames = read_frames(row.video)
         clock.lap("decode")
         key = ClipKey(row.emotion, int(row.level), row.clip)
         tracked = track_clip(frames, self._tracker(row.actor, key), self.settings.crop_size, self.settings.margin,
-                             self.settings.smooth_window, name)
+                             self.settings.smooth_window, cd.clip_id(row.actor, row.emotion, row.level, row.clip))
         clock.lap("track")
         recon = self.reconstructor.reconstruct(tracked.crops, tracked.landmarks_crop, tracked.found)
         clock.lap("reconstruct")
+        return tracked, recon
+
+    def run_clip(self, row, directory: Path) -> dict:
+        """Preprocess one manifest row (a namedtuple of the clip table) into ``directory``."""
+        name = cd.clip_id(row.actor, row.emotion, row.level, row.clip)
+        clock = _StageClock()
+        tracked, recon = self.reconstruct_clip(row, clock)
         outputs = process_clip(tracked, recon, self.layer, self.template, self.settings.eye_points, self.device,
                                self.masker)
         clock.lap("align_render")
         cd.write_clip(directory, outputs.table, outputs.stacks)
         clock.lap("write")
-        n = len(frames)
+        n = len(tracked.found)
         log.info("%s: %d frames, fit rms %.2f px; frames/s per stage: %s", name, n,
                  float(np.nanmean(recon.per_frame_rms)), clock.rates(n))
         return {"frames": n, "found": int(tracked.found.sum()), "filled": int(tracked.filled.sum()),
@@ -163,6 +174,29 @@ def run_shard(manifest: pd.DataFrame | Path, actor: str, emotion: str, clip_root
     table = pd.DataFrame(records)
     write_parquet(table, out)
     return table
+
+
+def fit_actor_identity(manifest: pd.DataFrame | Path, actor: str, count: int, out: Path, runner: ShardRunner) -> dict:
+    """Fit the actor's first ``count`` neutral clips, each with an identity of its own
+    (``runner`` keeps none), and write their frame-weighted mean to ``out``
+    (``scmcl.preprocess.identity``); returns what it wrote."""
+    if runner.identity is not None:
+        raise ValueError("an actor identity is fitted with a free identity per clip: build the runner without one")
+    source = str(manifest)
+    manifest = cd.read_table(manifest, MANIFEST_COLUMNS, cd.rerun("manifest"), "the manifest")
+    rows = identity_clips(manifest, actor, count, source)
+    runner.check_inputs(rows)
+    shapes, frames, names, rms = [], [], [], []
+    for row in rows.itertuples(index=False):
+        tracked, recon = runner.reconstruct_clip(row)
+        shapes.append(recon.shape)
+        frames.append(int(tracked.found.sum()))
+        names.append(cd.clip_id(row.actor, row.emotion, row.level, row.clip))
+        rms.append(float(np.nanmean(recon.per_frame_rms)))
+        log.info("%s: identity fitted on %d frames, fit rms %.2f px", names[-1], frames[-1], rms[-1])
+    shape = mean_identity(shapes, frames)
+    write_identity(out, actor, shape, names, rms)
+    return {"actor": actor, "clips": names, "shape": shape}
 
 
 def expression_table(shards: list[Path]) -> pd.DataFrame:

@@ -59,6 +59,7 @@ def _expected_jobs(config: dict) -> dict[str, int]:
     evaluation = {"train_face_classifier": 1, "naive_edit": evaluated, "evaluate_row": 5 * rendered, "evaluation_table": 1,
                   "contact_sheet": evaluated, "training_curves": 5 + 2 + 2 * rendered, "videos_page": 1}
     return {**evaluation, **dict.fromkeys(once, 1), "synth_corpus": len(preprocessed), "expression_table": len(preprocessed),
+            "actor_identity": len(preprocessed),
             "preprocess_shard": len(preprocessed) * len(config["emotions"]), "scmc_dists": 2 * len(actors),
             "paired_corpus": edited, "paired_preprocess_shard": len(actors) * (len(config["emotions"]) - 1),
             "paired_expression_table": len(actors), "train_manipulator": 2, "manipulate": 2 * edited,

@@ -182,7 +182,7 @@ def fit_actor_identity(manifest: pd.DataFrame | Path, actor: str, count: int, ou
     (``scmcl.preprocess.identity``); returns what it wrote."""
     if runner.identity is not None:
         raise ValueError("an actor identity is fitted with a free identity per clip: build the runner without one")
-    source = str(manifest)
+    source = str(manifest) if isinstance(manifest, Path) else "the manifest"
     manifest = cd.read_table(manifest, MANIFEST_COLUMNS, cd.rerun("manifest"), "the manifest")
     rows = identity_clips(manifest, actor, count, source)
     runner.check_inputs(rows)

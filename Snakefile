@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.27")
 
 
-configfile: "config/config.yaml"
+# The demo's settings apply only when no --configfile is given. Snakemake would merge a paper
+# config over them key by key, so a MEAD run would inherit the demo's actors and its demo-size
+# networks; a config file means exactly what it says plus the schema's defaults.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"

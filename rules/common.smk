@@ -1,13 +1,14 @@
 # Shared Python of the workflow: config validation, the clip list, resource presets.
 # Cheap by design: it runs again inside every cluster job (no dataset scanning here).
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 sys.path.insert(0, workflow.basedir)
 
-from scmcl.config import ConfigError, validate_config
+from scmcl.config import ConfigError, configured_paths, validate_config
 from scmcl.corpus.cli import CLIP_SETTINGS
 from scmcl.corpus.layout import ClipKey, audio_path, clip_keys, groundtruth_path, video_path
 from scmcl.corpus.listing import listing_digest
@@ -18,6 +19,29 @@ try:
     validate_config(config)
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
+
+
+def missing_files():
+    """Set files of the config that do not exist: a typo would otherwise skip its metric, or fail a
+    job hours in. Checked while the DAG is built (dry runs too), before any job or deletion."""
+    generated = {"data_root", "flame.model", "flame.landmark_embedding"} if config["dataset"] == "synthetic" else set()
+    return [f"config key {key}: {path} does not exist: fix the path, or set it to \"\" (not used)"
+            for key, path in configured_paths(config) if key not in generated and not os.path.exists(path)]
+
+
+if missing_files():
+    raise WorkflowError("; ".join(missing_files()))
+
+
+onstart:
+    # Before the first job, and so before Snakemake deletes the outputs it will redo; only here is
+    # it known whether the jobs run on this machine (a SLURM login node needs no CUDA of its own).
+    if config["device"] == "cuda" and workflow.local_exec:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise WorkflowError("device: cuda, but this machine has no CUDA device for the jobs: run with --config device=cpu "
+                                "(or device=auto), or submit the jobs to GPU nodes (--profile profiles/slurm)")
 
 
 # The SCMC metric may be trained on more actors than the manipulator (the paper: 36 and 6);
@@ -58,8 +82,16 @@ def corpus_root_of_outputs(wildcards, output):
 # other configured emotion at the last configured level (`scmcl corpus paired`), in a MEAD-layout
 # tree of its own, then scanned and preprocessed like the corpus (PREPROCESS_TREES below).
 PAIRED_ROOT = "work/paired/corpus"
-PAIRED_SOURCE = ClipKey("neutral", 1, "{clip}")
-PAIRED_EMOTIONS = [e for e in config["emotions"] if e != "neutral"]
+#: The clip every edit starts from (edit.source; MEAD's neutral level 1 by default), and the
+#: emotions it is edited into.
+EDIT_SOURCE = ClipKey(config["edit"]["source"]["emotion"], config["edit"]["source"]["level"], "{clip}")
+if EDIT_SOURCE.emotion not in config["emotions"]:
+    raise WorkflowError(f"edit.source.emotion {EDIT_SOURCE.emotion} is not in emotions ({', '.join(config['emotions'])}): "
+                        "an edit starts from a preprocessed clip of a configured emotion")
+EDIT_EMOTIONS = [e for e in config["emotions"] if e != EDIT_SOURCE.emotion]
+#: Edits are of test clips only: their ids, any text (RAVDESS's and a user's need not be numbers).
+TEST_CLIP = "|".join(re.escape(clip) for clip in config["test_clips"])
+PAIRED_EMOTIONS = EDIT_EMOTIONS
 PAIRED_LEVEL = config["levels"][-1]
 
 
@@ -109,7 +141,6 @@ def flags(section, keys=None, exclude=()):
     return settings_flags(config, section, keys, exclude)
 
 
-DEVICE = flags("", ["device"])
 #: Torch threads of every training and network job (the schema says why the demo uses 1).
 THREADS = config["threads"]
 #: Trainers (and what they wait on) go first: the edits wait on them, while the scores, the
@@ -120,10 +151,11 @@ TRAIN_PRIORITY = 1
 def gpu_resources():
     """A GPU rule asks the scheduler for one when the device is cuda or auto (auto falls back to
     the CPU where the granted node has no CUDA); under profiles/slurm it then goes to the GPU
-    partition, so no profile keeps a list of GPU rules."""
+    partition, so no profile keeps a list of GPU rules. The device is a resource, not a param:
+    where a job runs does not change what it writes, so switching it reruns nothing."""
     if config["device"] == "cpu":
-        return {"gpu": 0}
-    return {"gpu": 1, **({"slurm_partition": SLURM_GPU_PARTITION} if SLURM_PROFILE else {})}
+        return {"gpu": 0, "device": "cpu"}
+    return {"gpu": 1, "device": config["device"], **({"slurm_partition": SLURM_GPU_PARTITION} if SLURM_PROFILE else {})}
 
 
 # Resource presets grow with the retry attempt, so a SLURM time-out or OOM retries bigger.
@@ -239,7 +271,7 @@ MODALITY_INPUTS = {
 def training_flags(modality, stage):
     """The settings flags of one SCMC trainer: the shared `scmc` keys and its own section."""
     extra = ["image_pretrained"] if (stage, modality) == ("train", "image") else []
-    return " ".join([flags("scmc", [*TRAINER_SETTINGS, "sample_rate", *extra]), flags(f"scmc.{stage}_{modality}"), DEVICE])
+    return " ".join([flags("scmc", [*TRAINER_SETTINGS, "sample_rate", *extra]), flags(f"scmc.{stage}_{modality}")])
 
 
 def table_flags(modality):
@@ -252,8 +284,7 @@ MANIPULATOR = config["manipulator"]
 VARIANTS = ["ned", "scmcl"]
 RELEASED_VARIANTS = [v for v in VARIANTS if MANIPULATOR["weights"][v]]
 TRAINED_VARIANTS = [v for v in VARIANTS if v not in RELEASED_VARIANTS]
-EDIT_EMOTIONS = [e for e in config["emotions"] if e != "neutral"]
-NETWORK_FLAGS = " ".join([flags("", ["emotions"]), flags("manipulator.networks"), DEVICE])
+NETWORK_FLAGS = " ".join([flags("", ["emotions"]), flags("manipulator.networks")])
 
 
 def actor_expressions(actors):
@@ -287,12 +318,15 @@ def manipulator_settings(wildcards):
                      flags("manipulator", ["pretrained"]) if wildcards.variant == "ned" else ""])
 
 
+EDIT_SOURCE_FLAGS = f"--source-emotion {EDIT_SOURCE.emotion} --level {EDIT_SOURCE.level}"
+
+
 def edit_command(reference):
     """`scmcl manipulate` of one test clip; reference-driven edits add the reference's table."""
     ref = " --reference-expressions {input.reference} --reference-actor {wildcards.ref_actor}" if reference else ""
     return ("scmcl manipulate --weights {input.weights} --expressions {input.expressions} --manifest {input.manifest}"
-            f" --actor {{wildcards.actor}} --clip {{wildcards.clip}} --emotion {{wildcards.emotion}}{ref}"
-            " {params.settings} --out {output.edit} --record {output.record} > {log} 2>&1")
+            f" --actor {{wildcards.actor}} {EDIT_SOURCE_FLAGS} --clip {{wildcards.clip}} --emotion {{wildcards.emotion}}{ref}"
+            " {params.settings} --out {output.edit} --record {output.record} --device {resources.device} > {log} 2>&1")
 
 
 EDIT_SETTINGS = " ".join([NETWORK_FLAGS, flags("", ["test_clips"]), flags("scmc.dists", ["seq_len"]), flags("manipulator.edit")])
@@ -321,7 +355,7 @@ RENDERER_ACTORS = RENDERER["actors"] or config["actors"]
 for _actor in [a for a in RENDERER_ACTORS + [a for v in RENDERER["weights"].values() for a in v] if a not in config["actors"]]:
     raise WorkflowError(f"renderer.actors names {_actor}, which is not in actors ({', '.join(config['actors'])}): "
                         "a renderer trains on a preprocessed actor of `actors`; add it there or remove it")
-RENDERER_NETWORKS = " ".join([flags("renderer.networks"), DEVICE])
+RENDERER_NETWORKS = flags("renderer.networks")
 RENDERER_VARIANTS = ["ned", "scmcl"]
 
 
@@ -432,13 +466,14 @@ def edit_stem(variant, actor, clip, emotion, ref=""):
 
 def edit_video_inputs(wildcards):
     """The edit (label- or reference-driven), the actor's renderer, the source clip's folder
-    (listed by its shard table) and video, the FLAME files."""
+    (listed by its shard table), the manifest (which names the source video, whatever the
+    dataset's layout), the FLAME files."""
     edits = edit_stem(wildcards.variant, wildcards.actor, wildcards.clip, wildcards.emotion, wildcards.ref)
     renderer = "scmcl" if wildcards.variant == "naive" else wildcards.variant
     return {"edit": f"{edits}.parquet", "edit_record": f"{edits}.json",
             "renderer": renderer_weights(renderer, wildcards.actor),
-            "shard": f"work/preprocess/{wildcards.actor}/{PAIRED_SOURCE.emotion}.parquet",
-            "video": str(video_path(ROOT, wildcards.actor, ClipKey(PAIRED_SOURCE.emotion, PAIRED_SOURCE.level, wildcards.clip))),
+            "shard": f"work/preprocess/{wildcards.actor}/{EDIT_SOURCE.emotion}.parquet",
+            "manifest": CORPUS_TREE.manifest,
             "model": config["flame"]["model"], "landmarks": config["flame"]["landmark_embedding"]}
 
 
@@ -449,21 +484,21 @@ def clip_folder(shard, level, clip=EDIT_CLIP):
 
 def source_clip_dir(wildcards, input):
     """The source clip's preprocessed folder."""
-    return clip_folder(input.shard, PAIRED_SOURCE.level, wildcards.clip)
+    return clip_folder(input.shard, EDIT_SOURCE.level, wildcards.clip)
 
 
-EDIT_VIDEO_SETTINGS = " ".join([flags("renderer.networks", ["ngf", "downsample", "blocks", "frames"]), flags("edit", ["blend"]), DEVICE])
+EDIT_VIDEO_SETTINGS = " ".join([flags("renderer.networks", ["ngf", "downsample", "blocks", "frames"]), flags("edit", ["blend"])])
 
 
 # Evaluation (rules/evaluate.smk; the synthetic corpus's paired ground truth): per renderer actor,
 # its edit clip in every non-neutral emotion as each row's video, against the paired truth.
 EVALUATE = config["evaluate"]
 EVALUATION_ROWS = ["source", "naive", "ned", "scmcl", "truth"]
-SOURCE_SHARD = f"work/preprocess/{{actor}}/{PAIRED_SOURCE.emotion}.parquet"
+SOURCE_SHARD = f"work/preprocess/{{actor}}/{EDIT_SOURCE.emotion}.parquet"
 
 
 def source_video(actor):
-    return str(video_path(ROOT, actor, ClipKey(PAIRED_SOURCE.emotion, PAIRED_SOURCE.level, EDIT_CLIP)))
+    return str(video_path(ROOT, actor, ClipKey(EDIT_SOURCE.emotion, EDIT_SOURCE.level, EDIT_CLIP)))
 
 
 def evaluation_row_inputs(wildcards):
@@ -488,7 +523,7 @@ def evaluation_row_inputs(wildcards):
 def evaluation_row_flags(wildcards, input):
     """The clip folders of the row's shard tables."""
     truth = " ".join(clip_folder(shard, PAIRED_LEVEL) for shard in input.truth_shards)
-    return f"--truth-clips {truth} --source-clip {clip_folder(input.source_shard, PAIRED_SOURCE.level)}"
+    return f"--truth-clips {truth} --source-clip {clip_folder(input.source_shard, EDIT_SOURCE.level)}"
 
 
 def contact_sheet_videos(wildcards):

@@ -44,10 +44,10 @@ if config["dataset"] == "synthetic":
             **gpu_resources(),
         params:
             root=corpus_root_of_outputs,
-            settings=" ".join([flags("", ["emotions", "levels"]), flags("synthetic"), DEVICE]),
+            settings=" ".join([flags("", ["emotions", "levels"]), flags("synthetic")]),
         shell:
             "scmcl corpus synth --model {input.model} --landmarks {input.landmarks}"
-            " --root {params.root} --actor {wildcards.actor} {params.settings} --threads {threads} > {log} 2>&1"
+            " --root {params.root} --actor {wildcards.actor} {params.settings} --threads {threads} --device {resources.device} > {log} 2>&1"
 
     # The paired ground truth of a neutral test clip: its sentence, timing and head motion shown in
     # another emotion at the last configured level, in a MEAD-layout tree of its own
@@ -58,7 +58,7 @@ if config["dataset"] == "synthetic":
             landmarks=config["flame"]["landmark_embedding"],
             # Rendered again from the generator, not read: the corpus's clip is an input so the pair
             # follows a regenerated corpus, and a test clip the corpus lacks is a missing input.
-            source=video_path(ROOT, "{actor}", PAIRED_SOURCE),
+            source=video_path(ROOT, "{actor}", EDIT_SOURCE),
         output:
             video=paired_clip_file("video"),
             audio=paired_clip_file("audio"),
@@ -80,10 +80,10 @@ if config["dataset"] == "synthetic":
             **gpu_resources(),
         params:
             root=corpus_root_of_outputs,
-            source=f"--emotion {PAIRED_SOURCE.emotion} --level {PAIRED_SOURCE.level}",
+            source=f"--emotion {EDIT_SOURCE.emotion} --level {EDIT_SOURCE.level}",
             level=PAIRED_LEVEL,
-            settings=" ".join([flags("synthetic", CLIP_SETTINGS), DEVICE]),
+            settings=flags("synthetic", CLIP_SETTINGS),
         shell:
             "scmcl corpus paired --model {input.model} --landmarks {input.landmarks} --root {params.root}"
             " --actor {wildcards.actor} {params.source} --clip {wildcards.clip} --target-emotion {wildcards.emotion}"
-            " --target-level {params.level} {params.settings} --threads {threads} > {log} 2>&1"
+            " --target-level {params.level} {params.settings} --threads {threads} --device {resources.device} > {log} 2>&1"

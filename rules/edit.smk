@@ -17,7 +17,7 @@ rule edit_video:
     wildcard_constraints:
         variant="|".join(EDIT_VIDEO_VARIANTS),
         actor="|".join(RENDERER_ACTORS),
-        clip="[0-9]+",
+        clip=TEST_CLIP,
         ref=f"({REFERENCE_SUFFIX})?",
     conda:
         "../envs/scmcl.yaml"
@@ -31,8 +31,8 @@ rule edit_video:
         settings=EDIT_VIDEO_SETTINGS,
     shell:
         "scmcl edit video --edit {input.edit} --edit-record {input.edit_record} --renderer {input.renderer}"
-        " --clip-dir {params.clip_dir} --video {input.video} --model {input.model} --landmarks {input.landmarks}"
-        " {params.settings} --out {output.video} --record {output.record} --threads {threads} > {log} 2>&1"
+        " --clip-dir {params.clip_dir} --manifest {input.manifest} --model {input.model} --landmarks {input.landmarks}"
+        " {params.settings} --out {output.video} --record {output.record} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 rule result_video:

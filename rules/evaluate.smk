@@ -22,10 +22,10 @@ rule train_face_classifier:
         runtime=runtime_min(60),
         **gpu_resources(),
     params:
-        settings=" ".join([flags("", ["emotions", "test_clips"]), flags("evaluate.face_classifier"), DEVICE]),
+        settings=" ".join([flags("", ["emotions", "test_clips"]), flags("evaluate.face_classifier")]),
     shell:
         "scmcl evaluate face-classifier --shards {input.shards} {params.settings} --out {output.weights}"
-        " --report {output.report} --threads {threads} > {log} 2>&1"
+        " --report {output.report} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 rule naive_edit:
@@ -37,14 +37,14 @@ rule naive_edit:
     log:
         "logs/naive_edit/{actor}/{clip}_{emotion}.log",
     wildcard_constraints:
-        clip="[0-9]+",
+        clip=TEST_CLIP,
     conda:
         "../envs/scmcl.yaml"
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
     params:
-        source=f"--source-emotion {PAIRED_SOURCE.emotion} --level {PAIRED_SOURCE.level}",
+        source=EDIT_SOURCE_FLAGS,
         settings=flags("", ["test_clips"]),
     shell:
         "scmcl evaluate naive --expressions {input} --actor {wildcards.actor} --clip {wildcards.clip} {params.source}"
@@ -67,19 +67,19 @@ rule evaluate_row:
         "../envs/scmcl.yaml"
     threads: 1
     resources:
+        device="cpu",  # requests no GPU, so it runs on the CPU wherever it goes
         mem_mb=mem_mb(4000),
         runtime=runtime_min(30),
     params:
         clip=EDIT_CLIP,
         emotions=" ".join(EDIT_EMOTIONS),
         clips=evaluation_row_flags,
-        device=DEVICE,
     shell:
         "scmcl evaluate score --row {wildcards.row} --actor {wildcards.actor} --clip {params.clip} --emotions {params.emotions}"
         " --videos {input.videos} --drivers {input.drivers} --truth-videos {input.truth_videos} {params.clips}"
         " --truth-expressions {input.truth_expressions} --source-video {input.source_video}"
         " --face-classifier {input.face_classifier} --expression-classifier {input.expression_classifier}"
-        " {params.device} --out {output} --threads {threads} > {log} 2>&1"
+        " --out {output} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 rule evaluation_table:
@@ -172,10 +172,10 @@ rule paper_real_features:
         runtime=runtime_min(30),
         **gpu_resources(),
     params:
-        settings=" ".join([flags("", ["test_clips"]), flags("evaluate.paper.weights", ["arcface", "efficientface"]), DEVICE]),
+        settings=" ".join([flags("", ["test_clips"]), flags("evaluate.paper.weights", ["arcface", "efficientface"])]),
         weights=paper_weight_state(["arcface", "efficientface"]),  # real clips have no lip-sync score
     shell:
-        "scmcl evaluate paper-features --shard {input.shard} {params.settings} --out {output} --threads {threads} > {log} 2>&1"
+        "scmcl evaluate paper-features --shard {input.shard} {params.settings} --out {output} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 rule paper_edit_features:
@@ -190,7 +190,7 @@ rule paper_edit_features:
         "benchmarks/paper_edit_features/{variant}/{actor}/{clip}_{emotion}_ref_{ref_actor}.tsv"
     wildcard_constraints:
         variant="|".join(VARIANTS),
-        clip="[0-9]+",
+        clip=TEST_CLIP,
         ref_actor="|".join(ALL_ACTORS),
     conda:
         "../envs/scmcl.yaml"
@@ -201,11 +201,11 @@ rule paper_edit_features:
         **gpu_resources(),
     params:
         clip_dir=source_clip_dir,
-        settings=" ".join([PAPER_WEIGHTS, DEVICE]),
+        settings=PAPER_WEIGHTS,
         weights=paper_weight_state(),
     shell:
         "scmcl evaluate paper-features --video {input.video} --clip-dir {params.clip_dir} {params.settings} --out {output}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 rule paper_table:

@@ -22,10 +22,10 @@ rule train_classifier:
         runtime=runtime_min(60),
         **gpu_resources(),
     params:
-        settings=" ".join([flags("", ["emotions", "test_clips"]), flags("manipulator.classifier"), DEVICE]),
+        settings=" ".join([flags("", ["emotions", "test_clips"]), flags("manipulator.classifier")]),
     shell:
         "scmcl manipulator classifier --expressions {input} {params.settings} --out {output.weights}"
-        " --report {output.report} --threads {threads} > {log} 2>&1"
+        " --report {output.report} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 if TRAINED_VARIANTS:
@@ -56,7 +56,7 @@ if TRAINED_VARIANTS:
             run_dir="work/train/train_manipulator_{variant}",
         shell:
             "scmcl manipulator train {wildcards.variant} {params.data} {params.settings} --run-dir {params.run_dir}"
-            " --out {output.weights} --metrics {output.metrics} --threads {threads} > {log} 2>&1"
+            " --out {output.weights} --metrics {output.metrics} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 if RELEASED_VARIANTS:
@@ -73,12 +73,13 @@ if RELEASED_VARIANTS:
         conda:
             "../envs/scmcl.yaml"
         resources:
+            device="cpu",  # requests no GPU, so it runs on the CPU wherever it goes
             mem_mb=mem_mb(2000),
             runtime=runtime_min(10),
         params:
             settings=NETWORK_FLAGS,
         shell:
-            "scmcl manipulator import {wildcards.variant} {input.released} {params.settings} --out {output.weights} > {log} 2>&1"
+            "scmcl manipulator import {wildcards.variant} {input.released} {params.settings} --out {output.weights} --device {resources.device} > {log} 2>&1"
 
 
 rule manipulate:
@@ -93,10 +94,11 @@ rule manipulate:
         "logs/manipulate/{variant}/{actor}/{clip}_{emotion}.log",
     wildcard_constraints:
         variant="|".join(VARIANTS),
-        clip="[0-9]+",
+        clip=TEST_CLIP,
     conda:
         "../envs/scmcl.yaml"
     resources:
+        device="cpu",  # requests no GPU, so it runs on the CPU wherever it goes
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
     params:
@@ -118,11 +120,12 @@ rule manipulate_reference:
         "logs/manipulate/{variant}/{actor}/{clip}_{emotion}_ref_{ref_actor}.log",
     wildcard_constraints:
         variant="|".join(VARIANTS),
-        clip="[0-9]+",
+        clip=TEST_CLIP,
         ref_actor="|".join(ALL_ACTORS),
     conda:
         "../envs/scmcl.yaml"
     resources:
+        device="cpu",  # requests no GPU, so it runs on the CPU wherever it goes
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
     params:
@@ -145,11 +148,11 @@ rule manipulator_ablation:
     conda:
         "../envs/scmcl.yaml"
     resources:
+        device="cpu",  # requests no GPU, so it runs on the CPU wherever it goes
         mem_mb=mem_mb(4000),
         runtime=runtime_min(30),
     params:
         edits=" ".join(f"{variant}={edit}" for variant in VARIANTS for edit in label_edits(variant)),
-        device=DEVICE,
     shell:
         "scmcl manipulator ablation --edits {params.edits} --expressions {input.expressions} --paired {input.paired}"
-        " --classifier {input.classifier} {params.device} --out {output.table} --per-edit {output.per_edit} > {log} 2>&1"
+        " --classifier {input.classifier} --out {output.table} --per-edit {output.per_edit} --device {resources.device} > {log} 2>&1"

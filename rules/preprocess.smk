@@ -31,11 +31,11 @@ rule actor_identity:
         **gpu_resources(),
     params:
         data_root=CORPUS_TREE.root,
-        settings=" ".join([flags("preprocess"), DEVICE]),
+        settings=" ".join([flags("preprocess")]),
     shell:
         "scmcl preprocess identity --manifest {input.manifest} --actor {wildcards.actor} --out {output}"
         " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
-        " {params.settings} --threads {threads} > {log} 2>&1"
+        " {params.settings} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 for tree in PREPROCESS_TREES:
@@ -99,12 +99,12 @@ for tree in PREPROCESS_TREES:
         params:
             clip_root=shard_clip_root,
             data_root=tree.root,
-            settings=" ".join([flags("preprocess"), DEVICE]),
+            settings=" ".join([flags("preprocess")]),
         shell:
             "scmcl preprocess shard --manifest {input.manifest} --actor {wildcards.actor}"
             " --emotion {wildcards.emotion} --clip-root {params.clip_root} --out {output}"
             " --model {input.model} --landmarks {input.landmarks} --data-root {params.data_root}"
-            " --identity '{input.identity}' {params.settings} --threads {threads} > {log} 2>&1"
+            " --identity '{input.identity}' {params.settings} --threads {threads} --device {resources.device} > {log} 2>&1"
 
     rule:
         name:

@@ -34,7 +34,7 @@ rule train_renderer:
         run_dir="work/train/train_renderer_{variant}_{actor}",
     shell:
         "scmcl renderer train {wildcards.variant} {params.data} {params.settings} --run-dir {params.run_dir}"
-        " --out {output.weights} --metrics {output.metrics} --samples {output.samples} --threads {threads} > {log} 2>&1"
+        " --out {output.weights} --metrics {output.metrics} --samples {output.samples} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 rule import_renderer:
@@ -49,12 +49,13 @@ rule import_renderer:
     conda:
         "../envs/scmcl.yaml"
     resources:
+        device="cpu",  # requests no GPU, so it runs on the CPU wherever it goes
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
     params:
         settings=RENDERER_NETWORKS,
     shell:
-        "scmcl renderer import {wildcards.variant} {input.released} {params.settings} --out {output.weights} > {log} 2>&1"
+        "scmcl renderer import {wildcards.variant} {input.released} {params.settings} --out {output.weights} --device {resources.device} > {log} 2>&1"
 
 
 rule evaluate_renderer:
@@ -83,4 +84,4 @@ rule evaluate_renderer:
         settings=" ".join([RENDERER_NETWORKS, flags("", ["test_clips"])]),
     shell:
         "scmcl renderer evaluate --weights {input.weights} --shards {input.shards} {params.settings}"
-        " --out {output.scores} --grid {output.grid} --threads {threads} > {log} 2>&1"
+        " --out {output.scores} --grid {output.grid} --threads {threads} --device {resources.device} > {log} 2>&1"

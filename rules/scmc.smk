@@ -91,7 +91,7 @@ for modality in [m for m in ("audio", "expression", "image") if m not in RELEASE
         shell:
             "scmcl scmc train {params.modality} --manifest {input.manifest} --pairs {input.pairs} {params.tables}"
             " {params.settings} --run-dir {params.run_dir} --out {output.weights} --metrics {output.metrics}"
-            " --eval {output.evaluation} --threads {threads} > {log} 2>&1"
+            " --eval {output.evaluation} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 for visual in [v for v in ("expression", "image") if f"finetune_{v}" not in RELEASED]:
@@ -129,7 +129,7 @@ for visual in [v for v in ("expression", "image") if f"finetune_{v}" not in RELE
         shell:
             "scmcl scmc finetune {params.visual} --manifest {input.manifest} --pairs {input.pairs} {params.tables}"
             " {params.settings} --audio-weights {input.audio} --visual-weights {input.visual} --run-dir {params.run_dir}"
-            " --out {output.weights} --metrics {output.metrics} --eval {output.evaluation} --threads {threads} > {log} 2>&1"
+            " --out {output.weights} --metrics {output.metrics} --eval {output.evaluation} --threads {threads} --device {resources.device} > {log} 2>&1"
 
 
 rule scmc_dists:
@@ -156,7 +156,7 @@ rule scmc_dists:
         **gpu_resources(),
     params:
         out_dir=lambda wildcards, output: str(Path(output.windows).parent),
-        settings=" ".join([flags("scmc.dists"), flags("scmc", ["sample_rate"]), DEVICE]),
+        settings=" ".join([flags("scmc.dists"), flags("scmc", ["sample_rate"])]),
     shell:
         "scmcl scmc dists --weights {input.weights} --manifest {input.manifest} --expressions {input.expressions}"
-        " --actor {wildcards.actor} --out-dir {params.out_dir} {params.settings} --threads {threads} > {log} 2>&1"
+        " --actor {wildcards.actor} --out-dir {params.out_dir} {params.settings} --threads {threads} --device {resources.device} > {log} 2>&1"

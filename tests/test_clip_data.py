@@ -72,6 +72,26 @@ def test_missing_tables_say_which_rule_writes_them(tmp_path):
         cd.read_expressions(tmp_path / "expressions.parquet")
 
 
+def test_non_finite_blocks_and_unreadable_tables_are_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "frames.parquet"
+    eyes = _values("eyes", 30, 14)
+    eyes[[3, 4, 5, 8], 5, 1] = np.nan
+    eyes[20, 6, 0] = np.inf
+    cd.frames_table({"eyes": eyes, "pose": _values("pose", 30)}).to_parquet(path)
+    frames = cd.read_frame_table(path, cd.rerun("shard"))
+    frames.check_finite(["pose"])
+    with pytest.raises(cd.ClipDataError, match=rf"^{path}: column eye_x_06 is not finite at frames 20: rerun preprocess_shard"):
+        frames.check_finite(["pose", "eyes"])  # the first bad column in storage order: the x block, then the y block
+    with pytest.raises(cd.ClipDataError, match=r"^the renderer's output is not finite at frames 0, 2, 4, 6, 8, 10, 12, 14, "
+                                               r"\.\.\. \(10 frames\): retrain$"):
+        cd.require_finite(np.where(np.arange(20)[:, None] % 2, 0.0, np.nan), "the renderer's output", "retrain")
+    path.write_bytes(b"not a table")
+    for read in (lambda: cd.read_expressions(path), lambda: cd.read_frame_table(path, cd.rerun("shard"))):
+        with pytest.raises(cd.ClipDataError, match=rf"^{path} is not a readable Parquet table \(.*magic bytes.*\): it is "
+                                                   "truncated or another format; rerun"):
+            read()
+
+
 def _clip(frames: int = 3, size: int = 8) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     rng = np.random.default_rng(1)
     stacks = {name: rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8) for name in cd.STACKS}

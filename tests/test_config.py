@@ -85,3 +85,113 @@ def test_config_strings_become_the_schema_types():
     assert config["scmc"]["clip_offsets"] == {"disgusted": 27}
     with pytest.raises(ConfigError, match=r"synthetic\.sentences"):
         validate_config({"synthetic": {"sentences": "2.5"}})
+
+
+#: The JSON-schema keywords config/schema.yaml uses; any other key in a property's schema is a
+#: typo or a description cut at a comma by YAML's flow mapping (``{description: a, b, type: ...}``).
+SCHEMA_KEYWORDS = {"$schema", "description", "type", "default", "enum", "const", "format", "pattern", "minLength",
+                   "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "items", "minItems",
+                   "maxItems", "uniqueItems", "contains", "properties", "additionalProperties"}
+
+
+def _schemas(node: dict, where: str = "<top level>"):
+    """Every schema in ``node``: itself, its properties', items' and additionalProperties'."""
+    yield where, node
+    for key, sub in node.get("properties", {}).items():
+        yield from _schemas(sub, key if where == "<top level>" else f"{where}.{key}")
+    for keyword in ("items", "additionalProperties", "contains"):
+        if isinstance(node.get(keyword), dict):
+            yield from _schemas(node[keyword], f"{where}[{keyword}]")
+
+
+def test_schema_holds_only_keywords_and_whole_descriptions():
+    """A description with a comma inside an unquoted flow mapping is cut there (``--help`` shows
+    the first part) and its rest becomes a key with no value: every description must be whole."""
+    for where, node in _schemas(load_schema()):
+        unknown = sorted(set(node) - SCHEMA_KEYWORDS)
+        assert not unknown, f"{where}: {unknown} are not JSON-schema keywords (a description cut at a comma? quote it)"
+        assert None not in node.values(), f"{where}: a key without a value"
+        text = node.get("description")
+        if text is None:
+            continue
+        assert text.endswith("."), f"{where}: description ends {text[-40:]!r}"
+        for opening, closing in ("()", "[]", "{}"):
+            assert text.count(opening) == text.count(closing), f"{where}: unbalanced {opening}{closing} in {text!r}"
+        assert text.count("`") % 2 == 0, f"{where}: unbalanced ` in {text!r}"
+
+
+def test_crop_size_the_renderer_cannot_halve_is_refused(tmp_path):
+    """The generator halves the crop 2^downsample times: crop 100 used to pass validation and fail in
+    the renderer with "The size of tensor a (104) must match the size of tensor b (100)"."""
+    message = ("config key preprocess.crop_size: 100 is not a multiple of 8 (2^renderer.networks.downsample = 2^3): "
+               "use 96 or 104")
+    with pytest.raises(ConfigError) as err:
+        validate_config({"preprocess": {"crop_size": 100}})
+    assert str(err.value) == message
+    path = tmp_path / "crop.yaml"
+    path.write_text(yaml.safe_dump({"preprocess": {"crop_size": 100}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: {message}"
+    result = run_cmd(["snakemake", "-n", "--config", "preprocess={crop_size: 100}"])
+    assert result.returncode != 0
+    assert f"invalid configuration: {message}" in result.stdout + result.stderr
+
+
+def _networks_run(crop: int, downsample: int, d_scales: int, d_layers: int) -> bool:
+    """Whether the renderer's generator and its mouth/eye discriminator train at these sizes (tiny widths)."""
+    import torch
+
+    from scmcl.renderer.networks import DiscriminatorSizes, Generator, MultiscaleDiscriminator, RendererSizes
+    from scmcl.renderer.windows import roi_side
+
+    generator = Generator(RendererSizes(ngf=2, downsample=downsample, blocks=2, frames=2)).train()
+    discriminator = MultiscaleDiscriminator(DiscriminatorSizes(ndf=2, layers=d_layers, scales=d_scales)).train()
+    side = roi_side(crop)
+    with torch.no_grad():
+        try:
+            out = generator(torch.rand(1, 20, crop, crop), torch.zeros(1, 3, crop, crop))
+            discriminator(torch.rand(1, 10, side, side), torch.rand(1, 3, side, side))
+        except (RuntimeError, ValueError):
+            return False
+    return out.shape[-2:] == (crop, crop)
+
+
+@pytest.mark.parametrize(
+    "crop, downsample, d_scales, d_layers, key",
+    [
+        (96, 3, 2, 3, None), (104, 3, 2, 3, None), (100, 3, 2, 3, "preprocess.crop_size"),
+        (66, 1, 2, 3, None), (66, 2, 2, 3, "preprocess.crop_size"),
+        (64, 5, 2, 3, None), (64, 6, 2, 3, "renderer.networks.downsample"),  # 64 / 2^6 = 1 px at the bottleneck
+        (64, 3, 5, 3, None), (64, 3, 6, 3, "renderer.networks.d_scales"),  # the 18 px mouth crop halved 5 times
+        (64, 3, 6, 1, None), (120, 3, 6, 3, None), (112, 3, 6, 3, "renderer.networks.d_scales"),
+        (128, 3, 6, 3, None), (128, 3, 7, 3, "renderer.networks.d_scales"),
+    ],
+)
+def test_network_size_limits_are_the_networks(crop, downsample, d_scales, d_layers, key):
+    """validate_config accepts exactly the sizes the renderer's networks run at, on both sides of each limit."""
+    config = {"preprocess": {"crop_size": crop},
+              "renderer": {"networks": {"downsample": downsample, "d_scales": d_scales, "d_layers": d_layers}}}
+    assert _networks_run(crop, downsample, d_scales, d_layers) == (key is None)
+    if key is None:
+        validate_config(config)
+    else:
+        with pytest.raises(ConfigError, match=rf"^config key {key.replace('.', '[.]')}: "):
+            validate_config(config)
+
+
+def test_discriminator_limit_skipped_when_every_renderer_is_released():
+    """Released generators train no discriminator, so d_scales does not matter then."""
+    networks = {"d_scales": 6}
+    weights = {"ned": {"SYN01": "ned.pth"}, "scmcl": {"SYN01": "scmcl.pth"}}
+    validate_config({"actors": ["SYN01"], "preprocess": {"crop_size": 64}, "renderer": {"networks": networks, "weights": weights}})
+    with pytest.raises(ConfigError, match=r"renderer\.networks\.d_scales: 6 scales .* use d_scales 5 or less"):
+        validate_config({"actors": ["SYN01"], "preprocess": {"crop_size": 64},
+                         "renderer": {"networks": networks, "weights": {"ned": weights["ned"]}}})
+
+
+def test_roi_side_matches_the_renderer():
+    from scmcl.config import roi_side
+    from scmcl.renderer.windows import roi_side as renderer_roi_side
+
+    assert all(roi_side(size) == renderer_roi_side(size) for size in range(2, 1025, 2))

@@ -4,17 +4,25 @@ expression-table rows; on small random networks."""
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from scmcl.cli import main
+from scmcl.config import validate_config
 from scmcl.io.atomic import write_parquet
 from scmcl.io.clip_data import EXPRESSION_COLUMNS, expression_rows, expression_view51, read_expressions
 from scmcl.manipulator.edit import (apply_intensity, edit_sequence, edit_table, gaussian_window, geometric_median,
                                     intensity_curve, label_style, overlap_add, reference_style)
+from scmcl.manipulator.checkpoint import save_networks
 from scmcl.manipulator.networks import FRAME_SIZE, ManipulatorNets, NetworkSizes
+from scmcl.options import settings_flags
 from tests.helpers import assert_float32_close
 
 SEQ_LEN = 10
@@ -299,3 +307,75 @@ def test_edit_table_checks_its_rows():
     two = pd.concat([source, source.assign(clip="003")])
     with pytest.raises(ValueError, match="one clip, got 2 clips"):
         edit_table(two, np.zeros((2 * n, FRAME_SIZE)), "happy")
+
+
+# --- the command: bad inputs are one line naming what to fix -----------------------------------
+
+FRAMES, FPS = 20, 25
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, nets) -> Path:
+    """The small networks, a 20-frame source clip SYN01/neutral/level_1/002 and its manifest row."""
+    root = tmp_path_factory.mktemp("manipulate")
+    save_networks(root / "nets.pth", nets)
+    broken = ManipulatorNets(SMALL, N_EMOTIONS)
+    next(broken.generator.parameters()).data.fill_(float("nan"))
+    save_networks(root / "nan_nets.pth", broken)
+    rng = np.random.default_rng(18)
+    rows = expression_rows(("SYN01", "neutral", 1, "002"), np.arange(FRAMES), rng.normal(0, 0.1, (FRAMES, 3)),
+                           rng.normal(0, 1, (FRAMES, 50)))
+    write_parquet(rows, root / "expressions.parquet")
+    write_parquet(rows.assign(exp_03=rows.exp_03.where(~rows.frame.isin([4, 5, 6, 9]), np.nan),
+                              exp_07=rows.exp_07.where(rows.frame != 12, np.inf)), root / "nan.parquet")
+    (root / "garbage.parquet").write_bytes(b"PAR1 but cut short")
+    manifest = pd.DataFrame({"actor": ["SYN01"], "emotion": ["neutral"], "level": [1], "clip": ["002"], "fps": [float(FPS)]})
+    write_parquet(manifest, root / "manifest.parquet")
+    return root
+
+
+def _manipulate(inputs: Path, out: Path, capsys, *extra: str, expressions: str = "expressions.parquet",
+                weights: str = "nets.pth") -> tuple[int, str]:
+    """``scmcl manipulate`` of the clip to happy: (exit status, stderr)."""
+    sizes = {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(SMALL).items()}
+    flags = shlex.split(settings_flags(validate_config({"manipulator": {"networks": sizes}}), "manipulator.networks"))
+    argv = ["manipulate", "--weights", str(inputs / weights), *flags, "--emotions", "neutral", "happy", "sad",
+            "--seq-len", str(SEQ_LEN), "--batch", "4", "--device", "cpu", "--threads", "1",
+            "--expressions", str(inputs / expressions), "--manifest", str(inputs / "manifest.parquet"), "--actor", "SYN01",
+            "--source-emotion", "neutral", "--level", "1", "--clip", "002", "--emotion", "happy", "--out", str(out / "edit.parquet"), "--record", str(out / "edit.json"), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's errors
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+def test_manipulate_writes_an_edit_of_the_test_inputs(inputs, tmp_path, capsys):
+    status, err = _manipulate(inputs, tmp_path, capsys, "--keyframes", "[[0, 0], [0.4, 1]]")
+    assert status == 0, err
+    assert len(pd.read_parquet(tmp_path / "edit.parquet")) == FRAMES
+
+
+@pytest.mark.parametrize("extra, files, code, message", [
+    ((), {"expressions": "nan.parquet"}, 1,
+     "{inputs}/nan.parquet (SYN01/neutral/level_1/002): column exp_03 is not finite at frames 4-6, 9: "
+     "rerun expression_table (scmcl preprocess expressions)"),
+    ((), {"weights": "nan_nets.pth"}, 1,
+     "the manipulator's edit of SYN01/neutral/level_1/002 with {inputs}/nan_nets.pth: column jaw_pose_0 is not finite at "
+     "frames 0-19: these networks give NaN or inf: retrain them or import a released checkpoint"),
+    ((), {"expressions": "garbage.parquet"}, 1,
+     "{inputs}/garbage.parquet is not a readable Parquet table (Parquet magic bytes not found in footer. Either the file "
+     "is corrupted or this is not a parquet file): it is truncated or another format; rerun expression_table "
+     "(scmcl preprocess expressions)"),
+    (("--keyframes", "[[1, 0], [2, 1]]"), {}, 1,
+     "intensity keyframes start at 1 s, after the clip's last frame: it has 20 frames at 25 fps (0 to 0.76 s); "
+     "give keyframe times within it"),
+    (("--intensity", "0.5", "--keyframes", "[[0, 1]]"), {}, 2, "argument --keyframes: not allowed with argument --intensity"),
+    (("--keyframes", "[[0, 1]"), {}, 2,
+     "argument --keyframes: '[[0, 1]' is not a JSON list: expected [[t_seconds, value], ...], e.g. '[[0, 0], [1.5, 1]]'"),
+], ids=["nan-in-table", "nan-from-network", "not-parquet", "keyframes-after-clip", "intensity-and-keyframes",
+        "keyframes-not-json"])
+def test_manipulate_refuses_what_would_be_a_silent_wrong_edit(inputs, tmp_path, capsys, extra, files, code, message):
+    status, err = _manipulate(inputs, tmp_path, capsys, *extra, **files)
+    assert status == code and err.splitlines()[-1] == f"scmcl manipulate: error: {message.format(inputs=inputs)}"
+    assert not (tmp_path / "edit.parquet").exists() and not (tmp_path / "edit.json").exists()

@@ -294,7 +294,7 @@ def _edit_command(data: Data, weights: Path, out: Path, *extra: str) -> list[str
         write_parquet(data.manifest, manifest)
     return ["scmcl", "manipulate", "--weights", str(weights), *network_flags(), "--emotions", *EMOTIONS,
             "--expressions", str(data.expressions), "--manifest", str(manifest), "--actor", ACTOR,
-            "--clip", TEST_CLIPS[0], "--out", str(out), "--record", str(out.with_suffix(".json")), *extra]
+            "--source-emotion", "neutral", "--level", "1", "--clip", TEST_CLIPS[0], "--out", str(out), "--record", str(out.with_suffix(".json")), *extra]
 
 
 def test_manipulate_writes_label_reference_and_keyframed_edits(data, trained, tmp_path):

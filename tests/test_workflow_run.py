@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+import torch
 
 from scmcl.evaluate.score import FIGURES
 from scmcl.io.media import probe
@@ -162,3 +163,25 @@ def test_second_run_has_nothing_to_do(run):
     result = run_cmd([*args, "-n"])
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_another_device_reruns_nothing(run):
+    """Where a job runs does not change what it writes: `--config device=auto` plans no job."""
+    _, args = run
+    result = run_cmd([*args, "-n", "--config", "device=auto"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: device=cuda can run here")
+def test_cuda_without_cuda_stops_before_any_job_deletes_anything(run):
+    """A forced rerun on cuda where there is none stops before its first job, so the outputs it
+    would have redone are still there, unchanged."""
+    workdir, args = run
+    table = workdir / "work/preprocess/SYN01/expressions.parquet"
+    before = table.stat().st_mtime_ns
+    result = run_cmd([*args, "--forcerun", "expression_table", "--config", "device=cuda"])
+    assert result.returncode != 0
+    assert "device: cuda, but this machine has no CUDA device for the jobs" in result.stdout + result.stderr
+    assert table.stat().st_mtime_ns == before
+    assert run_cmd([*args, "-n"]).returncode == 0  # and the run is still complete

@@ -35,6 +35,7 @@ import pandas as pd
 
 from scmcl.corpus.layout import ClipKey, audio_path, clip_name, video_path
 from scmcl.corpus.manifest import ClipFiles, ManifestError, Skipped, check_outside, clip_table, emotion_filter, selected
+from scmcl.io.atomic import atomic_path
 
 AUDIO_VISUAL, VIDEO_ONLY, AUDIO_ONLY = 1, 2, 3
 SPEECH = 1
@@ -180,11 +181,9 @@ def _symlink(target: Path, link: Path) -> None:
     """Point ``link`` at ``target`` (replacing an older link in one rename); never replace a real file."""
     if link.exists() and not link.is_symlink():
         raise ManifestError(f"{link} exists and is not a symlink: not replacing it")
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
+    with atomic_path(link) as tmp:  # its temporary name, which a later run clears if a kill leaves it
+        tmp.unlink()
+        tmp.symlink_to(target)
 
 
 def _dataset_root(manifest: pd.DataFrame) -> Path:

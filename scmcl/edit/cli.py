@@ -16,6 +16,20 @@ def _files(paths: dict[str, str]) -> dict[str, dict[str, str]]:
     return {name: {"path": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()} for name, path in paths.items()}
 
 
+def _manifest_video(manifest: str, edit_record: str) -> str:
+    """The source video of an edit: the manifest's row of the clip its record names, so the
+    workflow never rebuilds a dataset path from one layout (RAVDESS's files keep their names)."""
+    from scmcl.io import clip_data as cd
+
+    key = cd.parse_clip_id(json.loads(Path(edit_record).read_text())["source"])
+    table = cd.read_table(manifest, [*cd.CLIP_KEY, "video"], cd.rerun("manifest"), "the manifest")
+    rows = table[(table[cd.CLIP_KEY] == list(key)).all(axis=1)]
+    if rows.empty:
+        raise ValueError(f"{manifest} has no clip {cd.clip_id(*key)}, the source of {edit_record}: rerun the corpus "
+                         "manifest rule, or check test_clips and edit.source")
+    return str(rows.video.iloc[0])
+
+
 def _video(args: argparse.Namespace) -> int:
     from scmcl.device import resolve_device
     from scmcl.edit.video import render_edit
@@ -25,6 +39,7 @@ def _video(args: argparse.Namespace) -> int:
     from scmcl.renderer.rerender import Rerenderer
 
     setup_job(args.threads)
+    args.video = args.video or _manifest_video(args.manifest, args.edit_record)
     device = resolve_device(args.device)
     generator = load_network(args.renderer, Generator(RendererSizes(args.ngf, args.downsample, args.blocks, args.frames)))
     rerender = Rerenderer(args.model, args.landmarks, device)
@@ -35,7 +50,8 @@ def _video(args: argparse.Namespace) -> int:
                                                     "flame_model": args.model, "flame_landmarks": args.landmarks})}
     with atomic_path(args.record) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{args.edit} -> {args.out}: {figures['frames']} frames at {figures['fps']:g} fps, {args.blend} blend")
+    print(f"{args.edit} -> {args.out}: {figures['frames']} frames at {figures['fps']:g} fps, {args.blend} blend"
+          + ("" if figures["audio"] else f", silent: {args.video} has no audio stream"))
     return 0
 
 
@@ -50,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     video.add_argument("--edit-record", required=True, help="the edit's record (scmcl manipulate --record)")
     video.add_argument("--renderer", required=True, help="the actor's renderer generator (XX_net_G.pth layout)")
     video.add_argument("--clip-dir", required=True, help="the source clip's preprocessed folder")
-    video.add_argument("--video", required=True, help="the source video (its frames and audio)")
+    source = video.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="the source video (its frames and audio)")
+    source.add_argument("--manifest", help="the corpus manifest: the source video is its row of the edit's source clip")
     video.add_argument("--model", required=True, help="FLAME model (flame.model)")
     video.add_argument("--landmarks", required=True, help="FLAME landmark embedding (flame.landmark_embedding)")
     video.add_argument("--out", required=True, help="the edited video (MP4)")

@@ -24,10 +24,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scmcl.io.atomic import write_parquet
@@ -68,6 +69,14 @@ def clip_id(actor: str, emotion: str, level: int, clip: str) -> str:
     return f"{actor}/{emotion}/level_{int(level)}/{clip}"
 
 
+def parse_clip_id(name: str) -> tuple[str, str, int, str]:
+    """(actor, emotion, level, clip) of a ``clip_id`` (edit records name their source so)."""
+    parts = name.split("/")
+    if len(parts) != 4 or not parts[2].startswith("level_") or not parts[2][6:].isdigit():
+        raise ValueError(f"{name!r} is not a clip id <actor>/<emotion>/level_<n>/<clip>")
+    return parts[0], parts[1], int(parts[2][6:]), parts[3]
+
+
 class ClipDataError(ValueError):
     """A table or stack breaks the contract: a column is missing or a length is wrong."""
 
@@ -78,6 +87,17 @@ class MissingInput(FileNotFoundError):
 
 def _missing_file(path: Path, fix: str) -> MissingInput:
     return MissingInput(f"{path} is missing: {fix}" if fix else f"{path} is missing")
+
+
+def _parquet(read, path: Path, fix: str):
+    """``read(path)``; a file that is not Parquet (truncated, another format) is one line naming it,
+    not pyarrow's bare 'magic bytes not found'."""
+    try:
+        return read(path)
+    except pa.ArrowException as err:
+        reason = str(err).strip().rstrip(".")
+        raise ClipDataError(f"{path} is not a readable Parquet table ({reason}): it is truncated or another "
+                            f"format; {fix or 'write it again'}") from None
 
 
 def _require(present, columns: Iterable[str], source: str, fix: str) -> None:
@@ -99,7 +119,7 @@ def check_table(path: str | os.PathLike, columns: Iterable[str] = (), fix: str =
     path = Path(path)
     if not path.is_file():
         raise _missing_file(path, fix)
-    _require(set(pq.read_schema(path).names), columns, str(path), fix)
+    _require(set(_parquet(pq.read_schema, path, fix).names), columns, str(path), fix)
 
 
 def table_label(table: str | os.PathLike | pd.DataFrame, name: str) -> str:
@@ -116,7 +136,36 @@ def read_table(table: str | os.PathLike | pd.DataFrame, columns: Iterable[str] =
         require_columns(table, columns, name, fix)
         return table
     check_table(table, columns, fix)
-    return pd.read_parquet(table)
+    return _parquet(pd.read_parquet, Path(table), fix)
+
+
+def _runs(numbers: np.ndarray, most: int = 8) -> str:
+    """'4-6, 9': sorted frame numbers as runs, the first ``most`` of them, so a message stays one line."""
+    runs: list[list[int]] = []
+    for n in map(int, numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:most])
+    return text + (f", ... ({len(numbers)} frames)" if len(runs) > most else "")
+
+
+def require_finite(values, source: str, fix: str, columns: Sequence[str] = (), frames=None) -> None:
+    """Fail with '<source>: column <c> is not finite at frames 4-6, 9: <fix>' for the first of
+    ``columns`` of (T, C) ``values`` holding a NaN or inf (without ``columns``: '<source> is not
+    finite at frames ...' over (T, ...) values): downstream a NaN renders as a blob face with exit 0.
+    ``frames`` numbers the rows (default 0..T-1)."""
+    bad = ~np.isfinite(np.asarray(values).reshape(len(values), -1))
+    if not bad.any():
+        return
+    if columns:
+        column = int(bad.any(0).argmax())
+        rows, what = bad[:, column], f": column {columns[column]} is"
+    else:
+        rows, what = bad.any(1), " is"
+    numbers = np.arange(len(bad)) if frames is None else np.asarray(frames)
+    raise ClipDataError(f"{source}{what} not finite at frames {_runs(np.sort(numbers[rows]))}: {fix}")
 
 
 # --- blocks -------------------------------------------------------------------------------------
@@ -176,11 +225,16 @@ def write_block(columns: dict[str, np.ndarray], name: str, values: np.ndarray) -
     columns.update(zip(block.columns(values.shape[1]), flat.T.astype(np.float32)))
 
 
-def read_block(table: pd.DataFrame, name: str, source: str = "table", fix: str = "") -> np.ndarray:
-    """Block ``name`` back as a (T, *shape) float64 array; a missing column names ``source``."""
+def _stored(table: pd.DataFrame, name: str) -> tuple[Block, int, list[str]]:
+    """Block ``name``, its first dimension and its columns as ``table`` stores them."""
     block = BLOCKS[name]
     size = block.size_in(table.columns) if block.shape[0] is None else block.shape[0]
-    names = block.columns(max(size, 1))
+    return block, size, block.columns(max(size, 1))
+
+
+def read_block(table: pd.DataFrame, name: str, source: str = "table", fix: str = "") -> np.ndarray:
+    """Block ``name`` back as a (T, *shape) float64 array; a missing column names ``source``."""
+    block, size, names = _stored(table, name)
     require_columns(table, names, source, fix)
     values = table[names].to_numpy(np.float64, copy=True)  # writable (pandas hands out read-only views)
     if block.points:
@@ -216,13 +270,19 @@ class FrameTable:
         require_columns(self.data, [name], self.source, self.fix)
         return self.data[name].to_numpy()
 
+    def check_finite(self, names: Iterable[str]) -> None:
+        """Fail naming the file, the column and the frames where a block of ``names`` is NaN or inf."""
+        columns = [column for name in names for column in _stored(self.data, name)[2]]
+        require_columns(self.data, columns, self.source, self.fix)
+        require_finite(self.data[columns].to_numpy(), self.source, self.fix, columns, self.data.get("frame"))
+
 
 def read_frame_table(path: str | os.PathLike, fix: str = "") -> FrameTable:
     """A per-frame table (a clip's ``frames.parquet``, a ground-truth sidecar) from its file."""
     path = Path(path)
     if not path.is_file():
         raise _missing_file(path, fix)
-    return FrameTable(pd.read_parquet(path), str(path), fix)
+    return FrameTable(_parquet(pd.read_parquet, path, fix), str(path), fix)
 
 
 def read_clip_frames(directory: str | os.PathLike, fix: str = "") -> FrameTable:
@@ -272,6 +332,8 @@ EXPRESSION_DIM = 50
 JAW_POSE_COLUMNS = [f"jaw_pose_{j}" for j in range(3)]
 EXP_COLUMNS = BLOCKS["exp"].columns(EXPRESSION_DIM)
 EXPRESSION_COLUMNS = [*CLIP_KEY, "frame", *JAW_POSE_COLUMNS, *EXP_COLUMNS]
+#: The columns of :func:`expression_view51`.
+VIEW51_COLUMNS = [JAW_POSE_COLUMNS[0], *EXP_COLUMNS]
 
 
 def expression_rows(key: tuple, frame: np.ndarray, jaw_pose: np.ndarray, exp: np.ndarray) -> pd.DataFrame:
@@ -294,7 +356,7 @@ def read_expressions(table: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
 def expression_view51(table: pd.DataFrame) -> np.ndarray:
     """(N,51) [jaw_open, exp_00..exp_49], the view the SCMC encoder and the manipulator use:
     jaw_open is the jaw's x-axis rotation (mouth opening)."""
-    return table[[JAW_POSE_COLUMNS[0], *EXP_COLUMNS]].to_numpy(np.float32)
+    return table[VIEW51_COLUMNS].to_numpy(np.float32)
 
 
 def expression_clips(rows: pd.DataFrame) -> dict[tuple, np.ndarray]:

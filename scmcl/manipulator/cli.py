@@ -81,12 +81,24 @@ def _manipulate(args: argparse.Namespace) -> int:
                           source=(args.source_emotion, args.level, args.clip), emotion=args.emotion,
                           reference=args.reference_expressions, reference_actor=args.reference_actor,
                           test_clips=tuple(args.test_clips),
-                          intensity=json.loads(args.keyframes) if args.keyframes else args.intensity,
+                          intensity=args.keyframes if args.keyframes is not None else args.intensity,
                           seed=args.seed, seq_len=args.seq_len, batch=args.batch)
     figures = run_edit(request, _nets(args), args.emotions, args.weights, args.device, args.out, args.record)
     print(f"{args.actor} {args.source_emotion} {args.clip} -> {args.emotion} ({figures['style']}): "
           f"{figures['frames']} frames -> {args.out}")
     return 0
+
+
+def _keyframes(text: str) -> list:
+    """``--keyframes`` as a JSON list (``intensity_curve`` checks its pairs); argparse names the option."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON list: expected [[t_seconds, value], ...], "
+                                         "e.g. '[[0, 0], [1.5, 1]]'")
+    return value
 
 
 def _ablation(args: argparse.Namespace) -> int:
@@ -157,14 +169,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(edit)
     add_settings(edit, "", ["test_clips"])
     add_settings(edit, "scmc.dists", ["seq_len"])
-    add_settings(edit, "manipulator.edit")
-    edit.add_argument("--keyframes", help="intensity over time instead of --intensity: JSON [[t_seconds, value], ...]")
+    add_settings(edit, "manipulator.edit", exclude=["intensity"])
+    strength = edit.add_mutually_exclusive_group()  # one of them would be dropped without a word
+    add_settings(strength, "manipulator.edit", ["intensity"])
+    strength.add_argument("--keyframes", type=_keyframes,
+                          help="intensity over time instead of --intensity: JSON [[t_seconds, value], ...]")
     edit.add_argument("--weights", required=True, help="manipulator networks (XX_nets.pth layout)")
     edit.add_argument("--expressions", required=True, help="the source actor's expressions.parquet")
     edit.add_argument("--manifest", required=True, help="the corpus manifest (the clip's fps, for keyframes)")
     edit.add_argument("--actor", required=True)
-    edit.add_argument("--source-emotion", default="neutral")
-    edit.add_argument("--level", type=int, default=1)
+    edit.add_argument("--source-emotion", required=True, help="the source clip's emotion (edit.source.emotion)")
+    edit.add_argument("--level", type=int, required=True, help="the source clip's level (edit.source.level)")
     edit.add_argument("--clip", required=True, help="source clip id, e.g. 003")
     edit.add_argument("--emotion", required=True, help="target emotion")
     edit.add_argument("--reference-expressions", help="reference-driven: the reference actor's expressions.parquet")

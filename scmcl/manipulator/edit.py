@@ -248,6 +248,9 @@ def intensity_curve(intensity: float | Sequence[Sequence[float]], n_frames: int,
             raise ValueError(f"intensity keyframe {i} has time {t}, not after {times[-1]}: {_KEYFRAME_FORM}")
         times.append(t)
         values.append(value)
+    if n_frames and times[0] > (n_frames - 1) / fps:  # the first value would be held over the whole clip
+        raise ValueError(f"intensity keyframes start at {times[0]:g} s, after the clip's last frame: it has {n_frames} "
+                         f"frames at {fps:g} fps (0 to {(n_frames - 1) / fps:.2f} s); give keyframe times within it")
     return np.interp(np.arange(n_frames) / fps, times, values)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,11 +18,15 @@ from scmcl.device import resolve_device
 from scmcl.io.atomic import atomic_path, write_parquet
 from scmcl.io.clip_data import (
     CLIP_KEY,
+    EXP_COLUMNS,
+    JAW_POSE_COLUMNS,
+    VIEW51_COLUMNS,
     clip_id,
     expression_clips,
     expression_view51,
     read_expressions,
     read_table,
+    require_finite,
     rerun,
 )
 from scmcl.manipulator.checkpoint import load_networks
@@ -64,6 +69,13 @@ def _clip_rows(table, key: tuple, path: str):
     return rows.sort_values("frame") if "frame" in rows else rows
 
 
+def _finite_clips(rows, path: str) -> None:
+    """Each clip's values checked finite, naming the file and the clip: a NaN edits into a blob face."""
+    values = [*JAW_POSE_COLUMNS, *EXP_COLUMNS]
+    for key, clip in rows.groupby(CLIP_KEY):
+        require_finite(clip[values].to_numpy(), f"{path} ({clip_id(*key)})", rerun("expressions"), values, clip.frame)
+
+
 def _reference_clips(request: EditRequest) -> list[np.ndarray]:
     table = read_expressions(request.reference)
     rows = table[(table.actor == request.reference_actor) & (table.emotion == request.emotion)
@@ -72,6 +84,7 @@ def _reference_clips(request: EditRequest) -> list[np.ndarray]:
         raise ValueError(f"{request.reference} has no {request.emotion} clip of {request.reference_actor} outside test_clips "
                          f"({', '.join(request.test_clips)}): the reference style comes from the reference actor's other "
                          "clips of the target emotion")
+    _finite_clips(rows, request.reference)
     return list(expression_clips(rows).values())
 
 
@@ -82,21 +95,27 @@ def run_edit(request: EditRequest, nets: ManipulatorNets, emotions: Sequence[str
         raise ValueError(f"target emotion {request.emotion} is not one of the configured emotions {', '.join(emotions)}")
     if (request.reference is None) != (request.reference_actor is None):
         raise ValueError("a reference-driven edit needs both --reference-expressions and --reference-actor")
-    load_networks(weights, nets)
-    nets.to(resolve_device(device))
     key = (request.actor, *request.source)
     rows = _clip_rows(read_expressions(request.expressions), key, request.expressions)
+    _finite_clips(rows, request.expressions)
     manifest = read_table(request.manifest, [*CLIP_KEY, "fps"], rerun("manifest"), "the manifest")
     fps = float(_clip_rows(manifest, key, request.manifest).fps.iloc[0])
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"{request.manifest}: {clip_id(*key)} has fps {fps}: {rerun('manifest')}")
+    source51 = expression_view51(rows)
+    curve = intensity_curve(request.intensity, len(source51), fps)
+    load_networks(weights, nets)
+    nets.to(resolve_device(device))
     if request.reference is not None:
         style = reference_style(nets, _reference_clips(request), request.seq_len, request.batch)
         kind = f"reference {request.reference_actor}"
     else:
         style = label_style(nets, list(emotions).index(request.emotion), request.seed)
         kind = f"label, seed {request.seed}"
-    source51 = expression_view51(rows)
     edited51 = edit_sequence(nets.generator, source51, style, request.seq_len, request.batch)
-    curve = intensity_curve(request.intensity, len(source51), fps)
+    require_finite(edited51, f"the manipulator's edit of {clip_id(*key)} with {weights}",
+                   "these networks give NaN or inf: retrain them or import a released checkpoint",
+                   VIEW51_COLUMNS, rows.frame)
     write_parquet(edit_table(rows, apply_intensity(source51, edited51, curve), request.emotion), out)
     figures = {"source": clip_id(*key), "frames": len(source51), "fps": fps, "style": kind,
                "request": asdict(request), "weights": str(weights),

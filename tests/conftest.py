@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
+import yaml
 
 from scmcl.corpus.head import build_head
 from scmcl.corpus.manifest import scan_mead
@@ -68,6 +70,34 @@ def tiny_workflow_config(scmc: dict, **top) -> dict:
             "synthetic": {"sentences": 2, "resolution": 64}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
             "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, "manipulator": TINY_MANIPULATOR,
             "renderer": TINY_RENDERER, "evaluate": {"face_classifier": {"steps": 20, "widths": [8, 8], "image_size": 32}}, **top}
+
+
+#: The config of the one workflow run the suite shares (`workflow_run`).
+WORKFLOW_CONFIG = tiny_workflow_config({
+    "checkpoint_every": 5, **{name: {"steps": 10} for name in ("train_audio", "train_expression", "train_image")},
+    "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}})
+
+
+class WorkflowRun(NamedTuple):
+    """A finished workflow: its folder, the Snakemake command that ran it, and what it printed."""
+
+    workdir: Path
+    args: list[str]
+    log: str
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory) -> WorkflowRun:
+    """The whole `all` target once for the suite, on the tiny config (one actor, neutral + happy,
+    the paired truth, evaluation, edited videos): the tests of each stage's outputs read it, and
+    only read it."""
+    workdir = tmp_path_factory.mktemp("wf")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(WORKFLOW_CONFIG))
+    args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
+    result = run_cmd(args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return WorkflowRun(workdir, args, result.stdout + result.stderr)
 
 
 # A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture()
-def mead(tmp_path, corpus):
+def mead(tmp_path, corpus, head_files):
     root = tmp_path / "MEAD"
     shutil.copytree(corpus / ACTOR, root / ACTOR, ignore=shutil.ignore_patterns("groundtruth"))
-    config = {"dataset": "mead", "data_root": str(root), "actors": [ACTOR], "emotions": EMOTIONS, "levels": [3]}
+    config = {"dataset": "mead", "data_root": str(root), "actors": [ACTOR], "emotions": EMOTIONS, "levels": [3],
+              "flame": {"model": str(head_files[0]), "landmark_embedding": str(head_files[1])}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
             "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "work/corpus/manifest.parquet"]

@@ -15,12 +15,12 @@ import yaml
 
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
-from tests.conftest import REPO, run_cmd, tiny_workflow_config
+from tests.conftest import REPO, WORKFLOW_CONFIG, run_cmd
 
 pytestmark = pytest.mark.workflow
 
-TEST_CLIP = "002"
-CONFIG = tiny_workflow_config({}, test_clips=[TEST_CLIP])  # one actor, neutral + happy, 2 sentences, 64 px
+CONFIG = WORKFLOW_CONFIG  # one actor, neutral + happy, 2 sentences, 64 px
+TEST_CLIP = CONFIG["test_clips"][0]
 ACTOR, TARGET = CONFIG["actors"][0], "happy"
 LEVEL = 3  # the last configured level (the schema's default levels: [3])
 PAIRED_TABLE = f"work/paired/preprocess/{ACTOR}/expressions.parquet"
@@ -40,13 +40,9 @@ def _job_counts(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """The paired chain and the neutral source's own preprocessing, through Snakemake."""
-    workdir = tmp_path_factory.mktemp("paired")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    result = run_cmd([*_args(workdir), PAIRED_TABLE, SOURCE_SHARD])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return workdir, result.stdout + result.stderr
+def run(workflow_run):
+    """The suite's workflow run (`all`): the paired chain, the neutral source's preprocessing."""
+    return workflow_run.workdir, workflow_run.log
 
 
 def _face(workdir):

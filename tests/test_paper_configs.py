@@ -236,8 +236,8 @@ def paper_run(user_files, tmp_path_factory):
     networks = save_paper_networks(workdir)
     config = fill_placeholders(REPO / "config/mead.yaml", workdir / "mead.yaml", {
         "/path/to/MEAD": workdir / "MEAD", **user_files, **{f'{name}: ""': f"{name}: {path}" for name, path in networks.items()}})
-    args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir / "run"), "--cores", "2",
-            "--configfile", str(config), str(OVERLAY)]
+    args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir / "run"),
+            "--configfile", str(config), str(OVERLAY), "--cores", "2"]
     result = run_cmd([*args, "paper_metrics"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir / "run", args, overlay
@@ -267,7 +267,8 @@ def test_a_replaced_network_file_reruns_only_the_metrics(paper_run, tmp_path):
     shutil.copy(re.search(r"syncnet: (\S+)", config.read_text()).group(1), replaced)
     changed = tmp_path / "mead.yaml"
     changed.write_text(re.sub(r"syncnet: \S+", f"syncnet: {replaced}", config.read_text()))
-    plan = run_cmd([*args[:args.index("--configfile")], "--configfile", str(changed), str(OVERLAY), "--dry-run", "paper_metrics"])
+    at = args.index("--configfile")
+    plan = run_cmd([*args[:at + 1], str(changed), *args[at + 2:], "--dry-run", "paper_metrics"])
     assert plan.returncode == 0, plan.stderr[-3000:]
     rules = set(re.findall(r"^(?:local)?rule (\w+):", plan.stdout, re.M))
     assert rules == {"paper_edit_features", "paper_table", "paper_metrics"}  # not the edits, nor the real frames' features

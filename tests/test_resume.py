@@ -1,6 +1,9 @@
-"""Reruns after real kills and failures: the same command continues a killed training rule from
-its saved step, a failed job leaves no partial declared output, the next run redoes only what is
-missing, and a preprocessing shard skips the clips it finished before."""
+"""Reruns after real kills and failures, once per mechanism through Snakemake: the same command
+continues a killed training rule from its saved step (SLURM's SIGTERM and the OOM killer's
+SIGKILL), a failed job leaves no partial declared output, the next run redoes only what is
+missing, and a preprocessing shard skips the clips it finished before. Every trainer's own
+kill/resume is tested on its loop (test_train_loop, test_scmc, test_renderer_train,
+test_manipulator_train); here one trainer stands for the rule-level path they share."""
 
 from __future__ import annotations
 
@@ -18,15 +21,12 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import BIN, REPO, TINY_RENDERER, run_cmd, tiny_workflow_config
+from tests.conftest import BIN, REPO, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
 STEPS = 120
-RENDERER_STEPS = 400
 CONFIG = tiny_workflow_config({"checkpoint_every": 10, "train_audio": {"steps": STEPS}})
-CONFIG["renderer"] = {**TINY_RENDERER, "train": {"checkpoint_every": 10, "sample_every": 100},
-                      "ned": {"steps": RENDERER_STEPS, "run_frames": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +74,13 @@ class Trainer(NamedTuple):
     steps: int
 
 
-TRAINERS = {"scmc_audio": Trainer("work/scmc/audio.pt", "work/train/train_scmc_audio", "scmc", "logs/train_scmc_audio.log",
-                                  "scmc_audio", "work/scmc/audio.metrics.tsv", STEPS),
-            "renderer_ned": Trainer("work/renderer/SYN01/ned.pth", "work/train/train_renderer_ned_SYN01", "renderer",
-                                    "logs/train_renderer/ned/SYN01.log", "renderer", "work/renderer/SYN01/ned.metrics.tsv",
-                                    RENDERER_STEPS)}
+AUDIO = Trainer("work/scmc/audio.pt", "work/train/train_scmc_audio", "scmc", "logs/train_scmc_audio.log", "scmc_audio",
+                "work/scmc/audio.metrics.tsv", STEPS)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-@pytest.mark.parametrize("name", list(TRAINERS))
-def test_killed_training_rule_resumes_from_saved_step(workdir, name, sig):
-    trainer = TRAINERS[name]
+def test_killed_training_rule_resumes_from_saved_step(workdir, sig):
+    trainer = AUDIO
     run_dir, target = workdir / trainer.run_dir, workdir / trainer.target
     shutil.rmtree(run_dir, ignore_errors=True)  # each signal starts from a fresh training run
     for leftover in target.parent.glob(target.stem + ".*"):
@@ -114,8 +110,7 @@ def test_killed_training_rule_resumes_from_saved_step(workdir, name, sig):
 
 
 def test_failed_shard_leaves_no_partial_output_and_rerun_redoes_only_it(workdir, tmp_path):
-    # The renderer's kill test preprocesses SYN01 too: start this actor's shards afresh.
-    shutil.rmtree(workdir / "work/preprocess/SYN01", ignore_errors=True)
+    shutil.rmtree(workdir / "work/preprocess/SYN01", ignore_errors=True)  # this actor's shards start afresh
     truth = workdir / "corpus/SYN01/groundtruth/happy/level_3/002.parquet"
     kept = tmp_path / "002.parquet"
     shutil.copy2(truth, kept)

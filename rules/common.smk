@@ -36,11 +36,11 @@ if missing_files():
 onstart:
     # Before the first job, and so before Snakemake deletes the outputs it will redo; only here is
     # it known whether the jobs run on this machine (a SLURM login node needs no CUDA of its own).
-    if config["device"] == "cuda" and workflow.local_exec:
+    if config["device"].startswith("cuda") and workflow.local_exec:
         import torch
 
         if not torch.cuda.is_available():
-            raise WorkflowError("device: cuda, but this machine has no CUDA device for the jobs: run with --config device=cpu "
+            raise WorkflowError(f"device: {config['device']}, but this machine has no CUDA device for the jobs: run with --config device=cpu "
                                 "(or device=auto), or submit the jobs to GPU nodes (--profile profiles/slurm)")
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from scmcl.renderer.roi import roi_side
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
 MEAD_EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised")
@@ -95,12 +97,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
         keys = ", ".join(f"{where}.{k}" if error.absolute_path else k for k in unknown)
         return f"unknown config key {keys}: remove it or fix its spelling (allowed: {', '.join(sorted(error.schema['properties']))})"
     return f"config key {where}: {error.message}"
-
-
-def roi_side(crop_size: int) -> int:
-    """The renderer's mouth and eye crops: NED's 72 px of 256, even (``scmcl.renderer.windows.roi_side``,
-    repeated here so that validating a config does not import torch)."""
-    return max(2, 2 * round(72 / 256 * crop_size / 2))
 
 
 def _renderer_discriminators_train(config: dict) -> bool:

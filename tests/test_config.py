@@ -143,7 +143,7 @@ def _networks_run(crop: int, downsample: int, d_scales: int, d_layers: int) -> b
     import torch
 
     from scmcl.renderer.networks import DiscriminatorSizes, Generator, MultiscaleDiscriminator, RendererSizes
-    from scmcl.renderer.windows import roi_side
+    from scmcl.renderer.roi import roi_side
 
     generator = Generator(RendererSizes(ngf=2, downsample=downsample, blocks=2, frames=2)).train()
     discriminator = MultiscaleDiscriminator(DiscriminatorSizes(ndf=2, layers=d_layers, scales=d_scales)).train()
@@ -188,10 +188,3 @@ def test_discriminator_limit_skipped_when_every_renderer_is_released():
     with pytest.raises(ConfigError, match=r"renderer\.networks\.d_scales: 6 scales .* use d_scales 5 or less"):
         validate_config({"actors": ["SYN01"], "preprocess": {"crop_size": 64},
                          "renderer": {"networks": networks, "weights": {"ned": weights["ned"]}}})
-
-
-def test_roi_side_matches_the_renderer():
-    from scmcl.config import roi_side
-    from scmcl.renderer.windows import roi_side as renderer_roi_side
-
-    assert all(roi_side(size) == renderer_roi_side(size) for size in range(2, 1025, 2))

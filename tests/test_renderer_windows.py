@@ -16,7 +16,8 @@ from scmcl.io.clip_data import (
     NMFC_ALIGNED,
     SHAPE_ALIGNED,
 )
-from scmcl.renderer.windows import RendererClip, crop_rois, roi_side, runs
+from scmcl.renderer.roi import roi_side
+from scmcl.renderer.windows import RendererClip, crop_rois, runs
 from tests.helpers import RENDERER_CLIP_FRAMES as FRAMES
 from tests.helpers import RENDERER_CLIP_SIZE as SIZE
 from tests.helpers import write_renderer_clip

@@ -30,7 +30,8 @@ from scmcl.renderer.evaluate import sample_grid
 from scmcl.renderer.images import augment_conditioning
 from scmcl.renderer.networks import DiscriminatorSizes, Generator, MultiscaleDiscriminator, RendererSizes
 from scmcl.renderer.sequence import generate, render_clip
-from scmcl.renderer.windows import RendererClip, crop_rois, roi_side, runs
+from scmcl.renderer.roi import roi_side
+from scmcl.renderer.windows import RendererClip, crop_rois, runs
 from scmcl.train.loop import TrainLoop, TrainSettings, seed_everything
 
 

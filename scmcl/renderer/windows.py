@@ -29,8 +29,6 @@ from scmcl.io.clip_data import (
     rerun,
 )
 
-#: NED's ROI side (72 px) as a fraction of its 256 px frames; scaled to ours.
-ROI_FRACTION = 72 / 256
 #: The 34 points of the ``eyes`` block: 12 eye-contour points and 2 pupils, then 20 mouth points.
 _EYE_POINTS, _MOUTH_POINTS = slice(0, 14), slice(14, 34)
 
@@ -42,11 +40,6 @@ def runs(lengths: Sequence[int], span: int) -> np.ndarray:
         raise ValueError(f"a run needs at least one frame, got span {span}")
     rows = [(clip, first) for clip, length in enumerate(lengths) for first in range(length - span + 1)]
     return np.array(rows, dtype=np.int64).reshape(-1, 2)
-
-
-def roi_side(size: int) -> int:
-    """NED's 72 px ROI at our resolution, even so it centres on a pixel."""
-    return max(2, 2 * round(ROI_FRACTION * size / 2))
 
 
 class RendererClip:

@@ -29,8 +29,9 @@ def missing_files():
             for key, path in configured_paths(config) if key not in generated and not os.path.exists(path)]
 
 
-if missing_files():
-    raise WorkflowError("; ".join(missing_files()))
+MISSING_FILES = missing_files()
+if MISSING_FILES:
+    raise WorkflowError("; ".join(MISSING_FILES))
 
 
 onstart:

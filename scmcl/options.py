@@ -42,12 +42,16 @@ def schema_node(path: str) -> dict:
     return node
 
 
+def config_value(config: dict, path: str) -> Any:
+    """The value of a dotted key (``"scmc.train_audio"``) in a config; ``""`` is the whole config."""
+    for part in filter(None, path.split(".")):
+        config = config[part]
+    return config
+
+
 def schema_default(path: str) -> Any:
     """A key's default; for a section, every default below it filled in."""
-    value = _defaults()
-    for part in filter(None, path.split(".")):
-        value = value[part]
-    return copy.deepcopy(value)  # the cached defaults stay untouched by a caller's edits
+    return copy.deepcopy(config_value(_defaults(), path))  # the cached defaults stay untouched by a caller's edits
 
 
 def _leaf_keys(section: str) -> list[str]:
@@ -132,9 +136,7 @@ def _format(value: Any) -> str:
 def settings_flags(config: dict, section: str, keys: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> str:
     """The command-line flags that pass a validated config's values of ``section`` to a sub-command
     built with the same :func:`add_settings` call (rules use this instead of one param per key)."""
-    values = config
-    for part in filter(None, section.split(".")):
-        values = values[part]
+    values = config_value(config, section)
     excluded = set(exclude)
     return " ".join(f"{_flag(key)} {_format(values[key])}".rstrip()
                     for key in (list(keys) if keys is not None else _leaf_keys(section)) if key not in excluded)

@@ -21,7 +21,7 @@ from scmcl.config import load_config
 from scmcl.evaluate.csim import EfficientFace
 from scmcl.evaluate.fad import ResNetFace
 from scmcl.evaluate.lse import SyncNet
-from scmcl.options import schema_default, settings_flags
+from scmcl.options import config_value, schema_default, settings_flags
 from tests.conftest import REPO, run_cmd
 
 pytestmark = pytest.mark.workflow
@@ -131,7 +131,7 @@ def _check_trainers_get_the_schema(config: dict, commands: dict[str, list[str]])
     the paper's, not the demo's."""
     for rule, sections in TRAINER_SECTIONS.items():
         for section in sections:
-            assert config_section(config, section) == schema_default(section), section
+            assert config_value(config, section) == schema_default(section), section
             for command in commands[rule]:
                 assert settings_flags(config, section) in command, (rule, section, command)
     renderer = " ".join(commands["train_renderer"])
@@ -141,12 +141,6 @@ def _check_trainers_get_the_schema(config: dict, commands: dict[str, list[str]])
     assert f"--steps {schema_default('scmc.train_audio')['steps']} " in audio and "--steps 200 " not in audio
     assert "--generator-frame-widths 512 512 " in commands["train_manipulator"][0]
     assert all("--device cuda" in command for rule in TRAINER_SECTIONS for command in commands[rule])
-
-
-def config_section(config: dict, section: str) -> dict:
-    for key in section.split("."):
-        config = config[key]
-    return config
 
 
 def test_mead_config_plans_the_paper_on_a_mead_tree(user_files, tmp_path):

@@ -24,13 +24,24 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+#: A `scontrol` that fails at once, first on the tests' PATH (see its comment): every Snakemake
+#: start would otherwise wait 9 s for a SLURM controller that is not there. test_cluster, which
+#: talks to a real SLURM, builds its own environment without it.
+NO_SLURM = Path(__file__).resolve().parent / "no_slurm"
+
+
+def command_env(env: dict[str, str] | None = None, unset: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment of the tests' commands: the project's venv first on PATH (as `make` does),
+    with extra variables ``env`` and without those named in ``unset``."""
+    full = {key: value for key, value in os.environ.items() if key not in unset}
+    full.update(env or {}, PATH=os.pathsep.join([str(NO_SLURM), str(BIN), os.environ.get("PATH", "")]))
+    return full
+
+
 def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env: dict[str, str] | None = None,
             unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """Run a command with the project's venv first on PATH (as `make` does), with extra
-    environment variables ``env`` and without those named in ``unset``."""
-    full = {key: value for key, value in os.environ.items() if key not in unset}
-    full.update(env or {}, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+    """Run a command in the tests' environment (`command_env`)."""
+    return subprocess.run(args, cwd=cwd, env=command_env(env, unset), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

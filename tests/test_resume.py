@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import BIN, REPO, run_cmd, tiny_workflow_config
+from tests.conftest import REPO, command_env, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
@@ -86,8 +86,7 @@ def test_killed_training_rule_resumes_from_saved_step(workdir, sig):
     for leftover in target.parent.glob(target.stem + ".*"):
         leftover.unlink()
     args = snakemake(workdir, trainer.target)
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(args, cwd=REPO, env=command_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None and _saved_step(run_dir / "checkpoint.pt") < 30:
         time.sleep(0.2)

@@ -7,13 +7,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # librosa/numba JIT-compile into site-packages on first use; keep CI quiet and bounded.
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: demo test sysdeps install lint clean-demo
+.PHONY: demo test test-fast sysdeps install lint clean-demo
 
 demo: install
 	$(BIN)/snakemake --cores all
 
+# The whole suite on two pytest-xdist workers (tests/conftest.py groups the tests that share a fixture).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
+
+# The unit tier, for the edit-test loop: no Snakemake runs, no training to a quality bar.
+test-fast: install
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder -m "not workflow and not training"
 
 lint: install
 	$(BIN)/snakemake --lint

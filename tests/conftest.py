@@ -38,10 +38,42 @@ def command_env(env: dict[str, str] | None = None, unset: tuple[str, ...] = ()) 
     return full
 
 
+_running: list[pytest.Item] = []
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request):
+    """The running test, for run_cmd's check of the `workflow` mark."""
+    _running.append(request.node)
+    yield
+    _running.pop()
+
+
 def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env: dict[str, str] | None = None,
             unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """Run a command in the tests' environment (`command_env`)."""
+    """Run a command in the tests' environment (`command_env`). A test that runs Snakemake must
+    carry the `workflow` mark, so that `make test-fast` (-m "not workflow and not training") stays
+    the quick unit tier."""
+    if args and args[0] == "snakemake" and _running and not _running[-1].get_closest_marker("workflow"):
+        raise AssertionError(f"{_running[-1].nodeid} runs Snakemake: mark it @pytest.mark.workflow")
     return subprocess.run(args, cwd=cwd, env=command_env(env, unset), capture_output=True, text=True, timeout=timeout)
+
+
+#: Test modules that share a session fixture run on one pytest-xdist worker (`make test` runs
+#: two, --dist loadgroup), so that the fixture is built once; every other module is a group of its own.
+SHARED_FIXTURE_GROUPS = {"test_workflow_run": "workflow_run", "test_paired": "workflow_run"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Group each module's tests for xdist (its module fixtures are built once), and start the
+    long workflow and training modules first so that the two workers end together."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            module = item.module.__name__.rsplit(".", 1)[-1]
+            item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(module, module)))
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("workflow") or item.get_closest_marker("training")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: each module stays in one piece
 
 
 @pytest.fixture(scope="module")

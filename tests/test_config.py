@@ -50,6 +50,7 @@ def test_bad_config_names_the_key(bad, named):
         validate_config(bad)
 
 
+@pytest.mark.workflow
 def test_workflow_stops_on_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"synthetic": {"resolution": "large"}}))
@@ -58,6 +59,7 @@ def test_workflow_stops_on_bad_config(tmp_path):
     assert "synthetic.resolution" in result.stdout + result.stderr
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize(
     "override, expected",
     [
@@ -120,6 +122,7 @@ def test_schema_holds_only_keywords_and_whole_descriptions():
         assert text.count("`") % 2 == 0, f"{where}: unbalanced ` in {text!r}"
 
 
+@pytest.mark.workflow
 def test_crop_size_the_renderer_cannot_halve_is_refused(tmp_path):
     """The generator halves the crop 2^downsample times: crop 100 used to pass validation and fail in
     the renderer with "The size of tensor a (104) must match the size of tensor b (100)"."""

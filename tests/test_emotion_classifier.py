@@ -20,6 +20,8 @@ from scmcl.train.loop import WeightFileError
 from tests.conftest import synth_settings
 from tests.helpers import truth_expression_table
 
+pytestmark = pytest.mark.training
+
 ACTOR = "SYN04"
 EMOTIONS = ["neutral", "angry", "happy", "sad"]
 HELD_OUT = ["003"]

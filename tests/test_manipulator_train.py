@@ -53,6 +53,8 @@ from scmcl.train.loop import publish_weights, seed_everything
 from tests.conftest import REPO, run_cmd, synth_settings
 from tests.helpers import truth_expression_table, truth_expressions
 
+pytestmark = pytest.mark.training
+
 ACTOR = "SYN05"
 EMOTIONS = ["neutral", "happy", "sad"]
 TEST_CLIPS = ("003",)

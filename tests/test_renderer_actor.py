@@ -43,6 +43,7 @@ def test_an_opened_jaw_changes_the_lower_face_only(preprocessed, head_files) -> 
     assert not (changed[: mouth_y - CROP // 4] > 0.02).any()  # the forehead and eyes do not move
 
 
+@pytest.mark.training
 def test_a_trained_renderer_beats_the_mean_face_on_an_unseen_clip(preprocessed, tmp_path) -> None:
     train, test = actor_clip_dirs(preprocessed, [])[0][:2], actor_clip_dirs(preprocessed, [])[0][2:]  # happy, neutral | sad
     settings = RendererTrainSettings(steps=STEPS, batch_size=1, run_frames=4, grow_every=10_000, frames_per_update=4, lr=2e-4,

@@ -27,6 +27,8 @@ from scmcl.scmc.train import DataFiles, JointModels, Settings, finetune, fingerp
 from scmcl.train.loop import load_published
 from tests.conftest import BIN, REPO, run_cmd, synth_settings
 
+pytestmark = pytest.mark.training
+
 ACTOR = "SYN02"
 EMOTIONS = ["neutral", "happy", "sad"]
 SENTENCES = 3

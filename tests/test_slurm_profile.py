@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import REPO, run_cmd
+
+pytestmark = pytest.mark.workflow
 
 PROFILE = ["--workflow-profile", str(REPO / "profiles" / "slurm")]
 PARTITIONS = {"SCMCL_SLURM_PARTITION": "cpuq", "SCMCL_SLURM_GPU_PARTITION": "gpuq", "SCMCL_SLURM_ACCOUNT": "acct"}

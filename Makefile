@@ -12,13 +12,13 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 demo: install
 	$(BIN)/snakemake --cores all
 
-# The whole suite on two pytest-xdist workers (tests/conftest.py groups the tests that share a fixture).
+# The whole suite on two pytest-xdist workers, whole modules each (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 2 --no-loadscope-reorder
 
 # The unit tier, for the edit-test loop: no Snakemake runs, no training to a quality bar.
 test-fast: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder -m "not workflow and not training"
+	$(BIN)/python -m pytest -q -n 2 --no-loadscope-reorder -m "not workflow and not training"
 
 lint: install
 	$(BIN)/snakemake --lint

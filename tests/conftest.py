@@ -81,3 +81,116 @@ def pytest_collection_modifyitems(config, items):
     """The long workflow and training modules first, so that the two workers end together."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("workflow") or item.get_closest_marker("training")}
     items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: each module stays in one piece
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Preprocessing runs on one torch thread per job (see rules/preprocess.smk)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+#: Manipulator networks of a few thousand weights, for workflow runs in tests.
+TINY_MANIPULATOR = {
+    "networks": {"style_size": 4, "mapping_hidden": 8, "lstm_layers": 1, "generator_frame_widths": [16],
+                 "generator_lstm_hidden": 16, "generator_head_widths": [16], "encoder_frame_widths": [16],
+                 "encoder_lstm_hidden": 8, "encoder_head_widths": [8]},
+    "train": {"batch_size": 8, "checkpoint_every": 5}, "ned": {"steps": 10}, "scmcl": {"steps": 6},
+    "classifier": {"steps": 20, "hidden_widths": [16], "batch_size": 32}}
+
+
+#: Renderer networks of a few thousand weights and a handful of steps, for workflow runs in tests.
+TINY_RENDERER = {"networks": {"ngf": 4, "downsample": 1, "blocks": 2, "ndf": 4, "d_layers": 1, "d_scales": 1},
+                 "train": {"checkpoint_every": 5, "sample_every": 5}, "ned": {"steps": 6, "run_frames": 2},
+                 "scmcl": {"steps": 4}}
+
+
+def tiny_workflow_config(scmc: dict, **top) -> dict:
+    """Config of the workflow tests: one actor, neutral + happy, two sentences (002 the test
+    clip), 64 px, short training."""
+    return {"actors": ["SYN01"], "emotions": ["neutral", "happy"], "data_root": "corpus", "test_clips": ["002"],
+            "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
+            "synthetic": {"sentences": 2, "resolution": 64}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
+            "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, "manipulator": TINY_MANIPULATOR,
+            "renderer": TINY_RENDERER, "evaluate": {"face_classifier": {"steps": 20, "widths": [8, 8], "image_size": 32}}, **top}
+
+
+#: The config of the one workflow run the suite shares (`workflow_run`).
+WORKFLOW_CONFIG = tiny_workflow_config({
+    "checkpoint_every": 5, **{name: {"steps": 10} for name in ("train_audio", "train_expression", "train_image")},
+    "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}})
+
+
+class WorkflowRun(NamedTuple):
+    """A finished workflow: its folder, the Snakemake command that ran it, and what it printed."""
+
+    workdir: Path
+    args: list[str]
+    log: str
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory) -> WorkflowRun:
+    """The whole `all` target once for the suite, on the tiny config (one actor, neutral + happy,
+    the paired truth, evaluation, edited videos): the tests of each stage's outputs read it, and
+    only read it."""
+    workdir = tmp_path_factory.mktemp("wf")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(WORKFLOW_CONFIG))
+    args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
+    result = run_cmd(args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return WorkflowRun(workdir, args, result.stdout + result.stderr)
+
+
+# A tiny built-in corpus shared by the corpus and preprocessing tests (generated once).
+ACTOR = "SYN01"
+EMOTIONS = ["neutral", "happy", "sad"]
+
+
+def synth_settings(**overrides) -> SynthSettings:
+    """The schema's corpus settings (config ``synthetic`` less ``sentences``), with test overrides."""
+    defaults = {key: value for key, value in schema_default("synthetic").items() if key != "sentences"}
+    return SynthSettings(**{**defaults, "device": "cpu", **overrides})
+
+
+SETTINGS = synth_settings(resolution=96)
+
+
+@pytest.fixture(scope="session")
+def head_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("head")
+    model, landmarks = build_head(seed=0)
+    save_flame_model(out / "generic_model.pkl", model)
+    save_landmark_embedding(out / "landmark_embedding.npy", landmarks)
+    return out / "generic_model.pkl", out / "landmark_embedding.npy"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, head_files):
+    root = tmp_path_factory.mktemp("corpus")
+    synth_actor(*head_files, root, ACTOR, EMOTIONS, [3], 1, SETTINGS)
+    return root
+
+
+PREPROCESSED_CROP = 64
+
+
+@pytest.fixture(scope="session")
+def preprocessed(head_files, corpus, tmp_path_factory) -> list[str]:
+    """The corpus fixture's actor preprocessed at PREPROCESSED_CROP px: its shard tables, one per emotion."""
+    settings = PreprocessSettings(**{**schema_default("preprocess"), "crop_size": PREPROCESSED_CROP, "fit_iterations": 60,
+                                     "device": "cpu", "tracker": "synthetic", "tracker_noise_px": 0.5})
+    runner = ShardRunner(settings, str(head_files[0]), str(head_files[1]), str(corpus))
+    out = tmp_path_factory.mktemp("preprocessed")
+    manifest = scan_mead(corpus, actors=[ACTOR], emotions=EMOTIONS, levels=[3])
+    for emotion in EMOTIONS:
+        run_shard(manifest, ACTOR, emotion, out / emotion, out / f"{emotion}.parquet", runner)
+    return [str(out / f"{emotion}.parquet") for emotion in EMOTIONS]

@@ -50,7 +50,7 @@ from scmcl.scmc.dists import enumerate_windows
 from scmcl.scmc.mfcc import mfcc_per_frame
 from scmcl.scmc.train import JointModels, finetune_contents
 from scmcl.train.loop import publish_weights, seed_everything
-from tests.conftest import REPO, run_cmd, synth_settings
+from tests.conftest import command_env, run_cmd, synth_settings
 from tests.helpers import truth_expression_table, truth_expressions
 
 pytestmark = pytest.mark.training
@@ -255,9 +255,8 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(data, tmp_path, 
     steps = 40
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_cmd(_train_command(data, straight, name, steps), cwd=tmp_path).check_returncode()
-    env_path = str(REPO / ".venv" / "bin")
-    process = subprocess.Popen(_train_command(data, killed, name, steps), cwd=tmp_path,
-                               env={"PATH": f"{env_path}:/usr/bin:/bin"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(_train_command(data, killed, name, steps), cwd=tmp_path, env=command_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = killed / "run" / "checkpoint.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:

@@ -12,13 +12,13 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 demo: install
 	$(BIN)/snakemake --cores all
 
-# The whole suite on two pytest-xdist workers, whole modules each (tests/conftest.py).
+# The whole suite, with its 25 longest steps listed at the end.
 test: install
-	$(BIN)/python -m pytest -q -n 2 --no-loadscope-reorder
+	$(BIN)/python -m pytest -q --durations=25
 
 # The unit tier, for the edit-test loop: no Snakemake runs, no training to a quality bar.
 test-fast: install
-	$(BIN)/python -m pytest -q -n 2 --no-loadscope-reorder -m "not workflow and not training"
+	$(BIN)/python -m pytest -q --durations=10 -m "not workflow and not training"
 
 lint: install
 	$(BIN)/snakemake --lint

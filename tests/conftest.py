@@ -59,30 +59,6 @@ def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env
     return subprocess.run(args, cwd=cwd, env=command_env(env, unset), capture_output=True, text=True, timeout=timeout)
 
 
-#: Test modules that share a session fixture run on one pytest-xdist worker, so that the fixture
-#: is built once; every other module is a unit of its own (its module fixtures are built once).
-SHARED_FIXTURE_GROUPS = {"test_workflow_run": "workflow_run", "test_paired": "workflow_run"}
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs two xdist workers; they take whole modules (or SHARED_FIXTURE_GROUPS),
-    in collection order. (xdist's own --dist loadgroup renames node ids, which pytest 9 ignores.)"""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ModuleGroups(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return SHARED_FIXTURE_GROUPS.get(Path(module).stem, module)
-
-    return ModuleGroups(config, log)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The long workflow and training modules first, so that the two workers end together."""
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("workflow") or item.get_closest_marker("training")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: each module stays in one piece
-
-
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Preprocessing runs on one torch thread per job (see rules/preprocess.smk)."""

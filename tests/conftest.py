@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,13 +61,23 @@ def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env
     return subprocess.run(args, cwd=cwd, env=command_env(env, unset), capture_output=True, text=True, timeout=timeout)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Torch on ``count`` intra-op threads inside the block, as a job given that many `threads`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Preprocessing runs on one torch thread per job (see rules/preprocess.smk)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Preprocessing runs on one torch thread per job (see rules/preprocess.smk); so does the
+    landmark fit, thousands of small tensor ops that a second thread only makes wait."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,10 @@ from scmcl.face3d.fit import FitResult, FitSettings, fit_clip, landmark_sublayer
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_model import FlameModel, LandmarkEmbedding
 from scmcl.options import schema_default
+
+# The fit is thousands of small tensor ops: a second thread only adds waiting, and on a shared
+# 2-core machine it makes the fits an order of magnitude slower.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 IMAGE = 128
 NOISE_PX = 0.5
@@ -147,16 +150,6 @@ def _fit(layer: FlameLayer, clip: Clip, landmarks: np.ndarray | None = None, val
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The fit is thousands of small tensor ops: a second thread only adds waiting, and on
-    a shared 2-core machine it makes the fits an order of magnitude slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.conftest import NO_SLURM, command_env, run_cmd
@@ -13,7 +15,7 @@ def test_snakemake_in_a_test_without_the_workflow_mark_is_refused():
 
 
 def test_the_tests_commands_meet_the_failing_scontrol_first():
-    path = command_env()["PATH"].split(":")
+    path = command_env()["PATH"].split(os.pathsep)
     assert path[0] == str(NO_SLURM)
     result = run_cmd([str(NO_SLURM / "scontrol"), "show", "config"])
     assert result.returncode != 0 and result.stdout == ""

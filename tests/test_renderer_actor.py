@@ -14,6 +14,7 @@ from scmcl.renderer.rerender import Rerenderer
 from scmcl.renderer.train import RendererRun, RendererTrainSettings, train_renderer
 from scmcl.renderer.windows import RendererClip, actor_clip_dirs
 from tests.conftest import PREPROCESSED_CROP as CROP
+from tests.conftest import torch_threads
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STEPS = 900  # about 3 minutes on two threads (4 on one)
@@ -43,17 +44,8 @@ def test_an_opened_jaw_changes_the_lower_face_only(preprocessed, head_files) -> 
     assert not (changed[: mouth_y - CROP // 4] > 0.02).any()  # the forehead and eyes do not move
 
 
-@pytest.fixture()
-def two_torch_threads():
-    """Training is not preprocessing: it takes both cores (the rules give a trainer `threads`)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.training
-def test_a_trained_renderer_beats_the_mean_face_on_an_unseen_clip(preprocessed, tmp_path, two_torch_threads) -> None:
+def test_a_trained_renderer_beats_the_mean_face_on_an_unseen_clip(preprocessed, tmp_path) -> None:
     train, test = actor_clip_dirs(preprocessed, [])[0][:2], actor_clip_dirs(preprocessed, [])[0][2:]  # happy, neutral | sad
     settings = RendererTrainSettings(steps=STEPS, batch_size=1, run_frames=4, grow_every=10_000, frames_per_update=4, lr=2e-4,
                                      beta1=0.5, beta2=0.999, feat_weight=10.0, vgg_weight=10.0, mouth_weight=1.0,
@@ -61,7 +53,8 @@ def test_a_trained_renderer_beats_the_mean_face_on_an_unseen_clip(preprocessed, 
                                      sample_every=STEPS)
     run = RendererRun(tuple(train), None, str(tmp_path / "run"), str(tmp_path / "G.pth"), str(tmp_path / "m.tsv"),
                       str(tmp_path / "s.png"))
-    generator = train_renderer(RendererSizes(16, 3, 4, 3), DiscriminatorSizes(16, 2, 1), settings, None, "cpu", run)
+    with torch_threads(2):  # training, unlike preprocessing, takes both cores (a trainer rule's `threads`)
+        generator = train_renderer(RendererSizes(16, 3, 4, 3), DiscriminatorSizes(16, 2, 1), settings, None, "cpu", run)
     table, grid = evaluate_renderer(generator, train, test, torch.device("cpu"))
     scores = summary(table).set_index("method")
     # measured over seeds 0-2: +1.0 to +1.4 dB and +0.034 to +0.043 (GAN runs differ by CPU too)

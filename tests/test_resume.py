@@ -25,8 +25,8 @@ from tests.conftest import REPO, command_env, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
-STEPS = 60  # killed at its first checkpoint (step 10): the rerun trains the other 50
-CONFIG = tiny_workflow_config({"checkpoint_every": 10, "train_audio": {"steps": STEPS}})
+STEPS, FIRST_CHECKPOINT = 60, 10  # killed at its first checkpoint: the rerun trains the other 50 steps
+CONFIG = tiny_workflow_config({"checkpoint_every": FIRST_CHECKPOINT, "train_audio": {"steps": STEPS}})
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +88,14 @@ def test_killed_training_rule_resumes_from_saved_step(workdir, sig):
     args = snakemake(workdir, trainer.target)
     first = subprocess.Popen(args, cwd=REPO, env=command_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None and _saved_step(run_dir / "checkpoint.pt") < 10:
+    while time.time() < deadline and first.poll() is None and _saved_step(run_dir / "checkpoint.pt") < FIRST_CHECKPOINT:
         time.sleep(0.2)
     pid = _job_process(workdir, trainer.stage)
     assert pid is not None, "the training job was not running half-way"
     os.kill(pid, sig)
     assert first.wait(timeout=120) != 0  # the job failed, Snakemake stopped
     saved = _saved_step(run_dir / "checkpoint.pt")
-    assert 10 <= saved < trainer.steps and not target.exists()
+    assert FIRST_CHECKPOINT <= saved < trainer.steps and not target.exists()
     if sig == signal.SIGTERM:  # SLURM's time limit: finish the step, checkpoint, exit 143
         assert "checkpoint saved" in (workdir / trainer.log).read_text()
 

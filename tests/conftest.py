@@ -17,6 +17,9 @@ import yaml
 from scmcl.corpus.head import build_head
 from scmcl.corpus.manifest import scan_mead
 from scmcl.corpus.synth import SynthSettings, synth_actor
+from scmcl.evaluate.csim import EfficientFace
+from scmcl.evaluate.fad import ResNetFace
+from scmcl.evaluate.lse import SyncNet
 from scmcl.face3d.flame_file import save_flame_model, save_landmark_embedding
 from scmcl.options import schema_default
 from scmcl.preprocess.settings import PreprocessSettings
@@ -110,10 +113,32 @@ def tiny_workflow_config(scmc: dict, **top) -> dict:
             "renderer": TINY_RENDERER, "evaluate": {"face_classifier": {"steps": 20, "widths": [8, 8], "image_size": 32}}, **top}
 
 
-#: The config of the one workflow run the suite shares (`workflow_run`).
+#: The config of the one workflow run the suite shares (`workflow_run`): a second actor, without a
+#: renderer, styles the cross-ID edits of the paper's metrics.
 WORKFLOW_CONFIG = tiny_workflow_config({
     "checkpoint_every": 5, **{name: {"steps": 10} for name in ("train_audio", "train_expression", "train_image")},
-    "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}})
+    "finetune_expression": {"steps": 6, "warmup": 2}, "finetune_image": {"steps": 4, "warmup": 2, "image_size": 32}},
+    actors=["SYN01", "SYN02"], renderer={**TINY_RENDERER, "actors": ["SYN01"]})
+
+
+def save_paper_networks(folder: Path) -> dict[str, str]:
+    """Seeded random networks in the released containers: ArcFace as a DataParallel state dict,
+    EfficientFace as {'state_dict': ...} with the prefix, SyncNet bare without BatchNorm counters."""
+    torch.manual_seed(0)
+    prefixed = lambda net: {f"module.{k}": v for k, v in net.state_dict().items()}  # noqa: E731
+    files = {"arcface": folder / "resnet18_110.pth", "efficientface": folder / "EfficientFace_Trained_on_AffectNet7.pth.tar",
+             "syncnet": folder / "syncnet_v2.model"}
+    torch.save(prefixed(ResNetFace()), files["arcface"])
+    torch.save({"state_dict": prefixed(EfficientFace()), "epoch": 1}, files["efficientface"])
+    sync = SyncNet().state_dict()
+    torch.save({k: v for k, v in sync.items() if not k.endswith("num_batches_tracked")}, files["syncnet"])
+    return {name: str(path) for name, path in files.items()}
+
+
+#: The cores of the tests' workflow runs: two jobs at once on one thread each. The tiny jobs spend
+#: most of their time starting Python, reading and writing files: a rule's two threads would
+#: leave the second core idle.
+TEST_CORES = ["--cores", "2", "--max-threads", "1"]
 
 
 class WorkflowRun(NamedTuple):
@@ -126,13 +151,15 @@ class WorkflowRun(NamedTuple):
 
 @pytest.fixture(scope="session")
 def workflow_run(tmp_path_factory) -> WorkflowRun:
-    """The whole `all` target once for the suite, on the tiny config (one actor, neutral + happy,
-    the paired truth, evaluation, edited videos): the tests of each stage's outputs read it, and
-    only read it."""
+    """The whole `all` target once for the suite, on the tiny config (two actors, neutral + happy,
+    the paired truth, evaluation, edited videos, and the paper's metrics from seeded random networks
+    of the official layouts): the tests of each stage's outputs read it, and only read it."""
     workdir = tmp_path_factory.mktemp("wf")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(WORKFLOW_CONFIG))
+    paper = {"paper": {"weights": save_paper_networks(workdir)}}
+    config = {**WORKFLOW_CONFIG, "evaluate": {**WORKFLOW_CONFIG["evaluate"], **paper}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
+            "--configfile", str(workdir / "config.yaml"), *TEST_CORES]
     result = run_cmd(args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return WorkflowRun(workdir, args, result.stdout + result.stderr)

@@ -66,10 +66,12 @@ def test_profile_runs_jobs_through_sbatch(cluster, tmp_path):
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", XDG_CONFIG_HOME=str(tmp_path / "xdg"),
                SCMCL_SLURM_PARTITION=PARTITION, SCMCL_SLURM_GPU_PARTITION=GPU_PARTITION, SCMCL_SLURM_ACCOUNT=ACCOUNT)
     since = (datetime.datetime.now() - datetime.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S")
-    # The executor's first status check of each job waits 40 s by default; the four jobs run in
-    # sequence, so a short first wait is most of this test's time saved (the profile is unchanged).
+    # The executor's first status check of each job waits 40 s by default, and the next ones 10 s
+    # apart; the four jobs run in sequence, so short waits are most of this test's time saved (the
+    # profile is unchanged).
     result = subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml",
-                             "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "2", "work/scmc/audio.pt"],
+                             "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "2",
+                             "--seconds-between-status-checks", "2", "work/scmc/audio.pt"],
                             cwd=workdir, env=env, capture_output=True, text=True)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]

@@ -15,11 +15,11 @@ import yaml
 
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
-from tests.conftest import REPO, WORKFLOW_CONFIG, run_cmd
+from tests.conftest import REPO, TEST_CORES, WORKFLOW_CONFIG, run_cmd
 
 pytestmark = pytest.mark.workflow
 
-CONFIG = WORKFLOW_CONFIG  # one actor, neutral + happy, 2 sentences, 64 px
+CONFIG = WORKFLOW_CONFIG  # two actors, neutral + happy, 2 sentences, 64 px
 TEST_CLIP = CONFIG["test_clips"][0]
 ACTOR, TARGET = CONFIG["actors"][0], "happy"
 LEVEL = 3  # the last configured level (the schema's default levels: [3])
@@ -31,7 +31,7 @@ GT_JAW = ["pose_03", "pose_04", "pose_05"]  # the jaw in a frames.parquet or gro
 
 def _args(workdir) -> list[str]:
     return ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
+            "--configfile", str(workdir / "config.yaml"), *TEST_CORES]
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -66,8 +66,8 @@ def test_paired_clip_is_in_meads_layout_and_scanned_alone(run):
         f"audio/{TARGET}/level_{LEVEL}/{TEST_CLIP}.m4a", f"groundtruth/{TARGET}/level_{LEVEL}/{TEST_CLIP}.parquet",
         f"video/front/{TARGET}/level_{LEVEL}/{TEST_CLIP}.mp4"]
     manifest = pd.read_parquet(workdir / "work/paired/manifest.parquet")
-    assert manifest[["actor", "emotion", "level", "clip"]].values.tolist() == [[ACTOR, TARGET, LEVEL, TEST_CLIP]]
-    assert manifest.audio_source.tolist() == ["m4a"]
+    assert manifest[["actor", "emotion", "level", "clip"]].values.tolist() == [[a, TARGET, LEVEL, TEST_CLIP] for a in CONFIG["actors"]]
+    assert manifest.audio_source.tolist() == ["m4a"] * len(CONFIG["actors"])
 
 
 def test_paired_expressions_are_the_source_speech_in_the_target_emotion(run):
@@ -105,10 +105,10 @@ def test_paired_expressions_are_the_source_speech_in_the_target_emotion(run):
 
 def test_paired_chain_has_nothing_left_to_do(run):
     workdir, log = run
-    counts = _job_counts(log)
+    counts, actors = _job_counts(log), len(CONFIG["actors"])  # one paired clip per actor
     assert {k: counts.get(k) for k in ("paired_corpus", "paired_manifest", "paired_preprocess_shard",
                                        "paired_expression_table")} == {
-        "paired_corpus": 1, "paired_manifest": 1, "paired_preprocess_shard": 1, "paired_expression_table": 1}
+        "paired_corpus": actors, "paired_manifest": 1, "paired_preprocess_shard": actors, "paired_expression_table": actors}
     for log_file in ("logs/paired_corpus/SYN01/happy/002.log", "logs/paired_manifest.log",
                      "logs/paired_preprocess_shard/SYN01/happy.log", "logs/paired_expression_table/SYN01.log"):
         assert (workdir / log_file).stat().st_size > 0, log_file
@@ -133,7 +133,7 @@ def test_mead_has_no_paired_ground_truth(mead):
     plan = run_cmd([*_args(mead), "--dry-run", "--forceall"])
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
     counts = _job_counts(plan.stdout)
-    assert counts["preprocess_shard"] == len(CONFIG["emotions"]) and "corpus_manifest" in counts
+    assert counts["preprocess_shard"] == len(CONFIG["actors"]) * len(CONFIG["emotions"]) and "corpus_manifest" in counts
     assert not [rule for rule in counts if "paired" in rule]
     asked = run_cmd([*_args(mead), "--dry-run", PAIRED_TABLE])
     assert asked.returncode != 0 and "MissingRuleException" in asked.stdout + asked.stderr

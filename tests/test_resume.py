@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, command_env, run_cmd, tiny_workflow_config
+from tests.conftest import REPO, TEST_CORES, command_env, run_cmd, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
@@ -40,7 +40,7 @@ def workdir(tmp_path_factory):
 
 def snakemake(workdir: Path, *targets: str) -> list[str]:
     return ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *targets]
+            "--configfile", str(workdir / "config.yaml"), *TEST_CORES, *targets]
 
 
 def _job_process(workdir: Path, stage: str) -> int | None:

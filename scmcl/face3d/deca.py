@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
+
+from scmcl import backbones
 
 #: DECA's ``param_list`` order and ``n_*`` sizes (``decalib/utils/config.py``): E_flame's 236 outputs.
 PARAM_SIZES: dict[str, int] = {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
@@ -52,7 +53,7 @@ class ResnetEncoder(nn.Module):
 
     def __init__(self, out_size: int) -> None:
         super().__init__()
-        self.encoder = torchvision.models.resnet50(weights=None)
+        self.encoder = backbones.resnet50()
         self.encoder.fc = nn.Identity()
         self.layers = nn.Sequential(nn.Linear(FEATURE_SIZE, 1024), nn.ReLU(), nn.Linear(1024, out_size))
 

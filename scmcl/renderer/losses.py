@@ -14,10 +14,10 @@ import logging
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from scmcl import backbones
 from scmcl.io.state_dicts import read_strict_state
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tenso
 
 
 def _vgg19(weights: str) -> nn.Sequential:
-    features = torchvision.models.vgg19(weights=None).features
+    features = backbones.vgg19_features()
     expected = {f"features.{key}": value for key, value in features.state_dict().items()}
     state = read_strict_state(Path(weights), expected, "torchvision's VGG-19 (vgg19-dcbb9e9d.pth)", VggWeightsError,
                               drop="classifier.")  # the classifier is unused here

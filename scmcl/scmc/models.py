@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
+
+from scmcl import backbones
 
 EMBED_DIM = 128
 FEATURE_DIM = 512
@@ -72,7 +73,7 @@ class ImageEncoder(_Encoder):
 
     def __init__(self, pretrained: str | Path | None = None):
         super().__init__()
-        net = torchvision.models.resnet18(weights=None)
+        net = backbones.resnet18()
         if pretrained:
             path = Path(pretrained)
             if not path.is_file():

@@ -105,10 +105,11 @@ TINY_RENDERER = {"networks": {"ngf": 4, "downsample": 1, "blocks": 2, "ndf": 4, 
 
 def tiny_workflow_config(scmc: dict, **top) -> dict:
     """Config of the workflow tests: one actor, neutral + happy, two sentences (002 the test
-    clip), 64 px, short training."""
+    clip), 64 px at 15 fps (each clip's rate comes from the manifest: MEAD's is 30, the demo's 25),
+    short training."""
     return {"actors": ["SYN01"], "emotions": ["neutral", "happy"], "data_root": "corpus", "test_clips": ["002"],
             "flame": {"model": "head/generic_model.pkl", "landmark_embedding": "head/landmark_embedding.npy"},
-            "synthetic": {"sentences": 2, "resolution": 64}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
+            "synthetic": {"sentences": 2, "resolution": 64, "fps": 15}, "preprocess": {"crop_size": 64, "fit_iterations": 30},
             "scmc": {"pairs": 2, "batch_size": 8, "eval_batches": 2, **scmc}, "manipulator": TINY_MANIPULATOR,
             "renderer": TINY_RENDERER, "evaluate": {"face_classifier": {"steps": 20, "widths": [8, 8], "image_size": 32}}, **top}
 

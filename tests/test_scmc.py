@@ -113,7 +113,7 @@ def test_audio_encoder_retrieves_the_aligned_frame(files, audio_model):
     assert audio_model["top5"] > audio_model["chance_top5"] + 0.4
     assert json.loads((out / "audio.json").read_text())["top5"] == audio_model["top5"]
     metrics = pd.read_csv(out / "audio.tsv", sep="\t")
-    assert list(metrics.step) == list(range(150)) and {"loss", "d_pos", "d_neg", "top1"} <= set(metrics.columns)
+    assert list(metrics.step) == list(range(trainer_settings().steps)) and {"loss", "d_pos", "d_neg", "top1"} <= set(metrics.columns)
     assert metrics.loss.tail(20).mean() < metrics.loss.head(20).mean()
     assert load_published(out / "audio.pt")["modality"] == "audio"
 
@@ -194,8 +194,9 @@ def test_bench_dists_prints_throughput_and_memory():
 
 
 def trainer_settings(**overrides) -> Settings:
-    """Every setting spelled out, small enough for a test."""
-    values = dict(steps=150, lr=1e-4, batch_size=32, tau=0, image_size=64, warmup=0, consistency_weight=1.0,
+    """Every setting spelled out, small enough for a test (at 100 steps, over seeds 0-2: top-5
+    retrieval 0.63 to 0.66 above chance, fine-tuning's correlation +0.16 to +0.19)."""
+    values = dict(steps=100, lr=1e-4, batch_size=32, tau=0, image_size=64, warmup=0, consistency_weight=1.0,
                   pretrained="", seed=0, eval_batches=10, checkpoint_every=50, device="cpu")
     return Settings(**{**values, **overrides})
 

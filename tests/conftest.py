@@ -142,6 +142,14 @@ def save_paper_networks(folder: Path) -> dict[str, str]:
 TEST_CORES = ["--cores", "2", "--max-threads", "1"]
 
 
+def snakemake_args(directory: Path, *configfiles: Path) -> list[str]:
+    """`snakemake` on the project's Snakefile in ``directory`` with ``configfiles`` (default: the
+    directory's config.yaml), on TEST_CORES; targets and options go after it."""
+    configs = [str(path) for path in configfiles or [directory / "config.yaml"]]
+    return ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(directory), "--configfile", *configs,
+            *TEST_CORES]
+
+
 class WorkflowRun(NamedTuple):
     """A finished workflow: its folder, the Snakemake command that ran it, and what it printed."""
 
@@ -159,8 +167,7 @@ def workflow_run(tmp_path_factory) -> WorkflowRun:
     paper = {"paper": {"weights": save_paper_networks(workdir)}}
     config = {**WORKFLOW_CONFIG, "evaluate": {**WORKFLOW_CONFIG["evaluate"], **paper}}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), *TEST_CORES]
+    args = snakemake_args(workdir)
     result = run_cmd(args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return WorkflowRun(workdir, args, result.stdout + result.stderr)

@@ -15,7 +15,7 @@ import yaml
 
 from scmcl.face3d.flame import FlameLayer
 from scmcl.face3d.flame_file import load_flame_model, load_landmark_embedding
-from tests.conftest import REPO, TEST_CORES, WORKFLOW_CONFIG, run_cmd
+from tests.conftest import WORKFLOW_CONFIG, run_cmd, snakemake_args
 
 pytestmark = pytest.mark.workflow
 
@@ -27,11 +27,6 @@ PAIRED_TABLE = f"work/paired/preprocess/{ACTOR}/expressions.parquet"
 SOURCE_SHARD = f"work/preprocess/{ACTOR}/neutral.parquet"
 JAW, EXP = [f"jaw_pose_{j}" for j in range(3)], [f"exp_{j:02d}" for j in range(50)]
 GT_JAW = ["pose_03", "pose_04", "pose_05"]  # the jaw in a frames.parquet or ground-truth table
-
-
-def _args(workdir) -> list[str]:
-    return ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), *TEST_CORES]
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -112,7 +107,7 @@ def test_paired_chain_has_nothing_left_to_do(run):
     for log_file in ("logs/paired_corpus/SYN01/happy/002.log", "logs/paired_manifest.log",
                      "logs/paired_preprocess_shard/SYN01/happy.log", "logs/paired_expression_table/SYN01.log"):
         assert (workdir / log_file).stat().st_size > 0, log_file
-    again = run_cmd([*_args(workdir), PAIRED_TABLE, SOURCE_SHARD, "-n"])
+    again = run_cmd([*snakemake_args(workdir), PAIRED_TABLE, SOURCE_SHARD, "-n"])
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -130,10 +125,10 @@ def mead(tmp_path):
 
 
 def test_mead_has_no_paired_ground_truth(mead):
-    plan = run_cmd([*_args(mead), "--dry-run", "--forceall"])
+    plan = run_cmd([*snakemake_args(mead), "--dry-run", "--forceall"])
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
     counts = _job_counts(plan.stdout)
     assert counts["preprocess_shard"] == len(CONFIG["actors"]) * len(CONFIG["emotions"]) and "corpus_manifest" in counts
     assert not [rule for rule in counts if "paired" in rule]
-    asked = run_cmd([*_args(mead), "--dry-run", PAIRED_TABLE])
+    asked = run_cmd([*snakemake_args(mead), "--dry-run", PAIRED_TABLE])
     assert asked.returncode != 0 and "MissingRuleException" in asked.stdout + asked.stderr

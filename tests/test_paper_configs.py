@@ -16,7 +16,7 @@ import yaml
 
 from scmcl.config import load_config
 from scmcl.options import config_value, schema_default, settings_flags
-from tests.conftest import REPO, TEST_CORES, run_cmd
+from tests.conftest import REPO, run_cmd, snakemake_args
 
 pytestmark = pytest.mark.workflow
 
@@ -210,8 +210,7 @@ def mead_run(user_files, tmp_path_factory):
                         "--levels", "3", "--sentences", "3", "--resolution", "64"])
         assert made.returncode == 0, made.stderr[-3000:]
     config = fill_placeholders(REPO / "config/mead.yaml", workdir / "mead.yaml", {"/path/to/MEAD": workdir / "MEAD", **user_files})
-    args = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir / "run"),
-            "--configfile", str(config), str(OVERLAY), *TEST_CORES]
+    args = snakemake_args(workdir / "run", config, OVERLAY)
     targets = [f"work/preprocess/{actor}/expressions.parquet" for actor in overlay["actors"]] + ["work/scmc/aligned_pairs.parquet"]
     result = run_cmd([*args, *targets])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, TEST_CORES, command_env, run_cmd, tiny_workflow_config
+from tests.conftest import REPO, command_env, run_cmd, snakemake_args, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
@@ -33,14 +33,9 @@ CONFIG = tiny_workflow_config({"checkpoint_every": FIRST_CHECKPOINT, "train_audi
 def workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("resume")
     (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    result = run_cmd(snakemake(workdir, "work/scmc/aligned_pairs.parquet"))
+    result = run_cmd([*snakemake_args(workdir), "work/scmc/aligned_pairs.parquet"])
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
-
-
-def snakemake(workdir: Path, *targets: str) -> list[str]:
-    return ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), *TEST_CORES, *targets]
 
 
 def _job_process(workdir: Path, stage: str) -> int | None:
@@ -85,7 +80,7 @@ def test_killed_training_rule_resumes_from_saved_step(workdir, sig):
     shutil.rmtree(run_dir, ignore_errors=True)  # each signal starts from a fresh training run
     for leftover in target.parent.glob(target.stem + ".*"):
         leftover.unlink()
-    args = snakemake(workdir, trainer.target)
+    args = [*snakemake_args(workdir), trainer.target]
     first = subprocess.Popen(args, cwd=REPO, env=command_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and first.poll() is None and _saved_step(run_dir / "checkpoint.pt") < FIRST_CHECKPOINT:
@@ -117,7 +112,7 @@ def test_failed_shard_leaves_no_partial_output_and_rerun_redoes_only_it(workdir,
     # passes the shard's up-front schema check, but has fewer frames than the video.
     pd.read_parquet(kept).head(3).to_parquet(truth)
     target = "work/preprocess/SYN01/expressions.parquet"
-    failed = run_cmd(snakemake(workdir, "--keep-going", target))
+    failed = run_cmd([*snakemake_args(workdir), "--keep-going", target])
     assert failed.returncode != 0
     assert (workdir / "work/preprocess/SYN01/neutral.parquet").is_file()
     assert not (workdir / "work/preprocess/SYN01/happy.parquet").exists()
@@ -126,11 +121,11 @@ def test_failed_shard_leaves_no_partial_output_and_rerun_redoes_only_it(workdir,
     assert "level_3/001" in progress and "level_3/002" not in progress
 
     shutil.copy2(kept, truth)  # the input is fixed: same bytes, same time stamp
-    plan = run_cmd([*snakemake(workdir, target), "--dry-run", "--quiet", "rules"])
+    plan = run_cmd([*snakemake_args(workdir), target, "--dry-run", "--quiet", "rules"])
     scheduled = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M))
     assert scheduled == {"preprocess_shard": "1", "expression_table": "1", "total": "2"}, plan.stdout
 
-    rerun = run_cmd(snakemake(workdir, target))
+    rerun = run_cmd([*snakemake_args(workdir), target])
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (workdir / "logs/preprocess_shard/SYN01/happy.log").read_text()
     assert "level_3/001: finished before, skipped" in log

@@ -53,7 +53,7 @@ class ResnetEncoder(nn.Module):
 
     def __init__(self, out_size: int) -> None:
         super().__init__()
-        self.encoder = backbones.resnet50()
+        self.encoder = backbones.models().resnet50(weights=None)
         self.encoder.fc = nn.Identity()
         self.layers = nn.Sequential(nn.Linear(FEATURE_SIZE, 1024), nn.ReLU(), nn.Linear(1024, out_size))
 

@@ -47,7 +47,7 @@ def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tenso
 
 
 def _vgg19(weights: str) -> nn.Sequential:
-    features = backbones.vgg19_features()
+    features = backbones.models().vgg19(weights=None).features
     expected = {f"features.{key}": value for key, value in features.state_dict().items()}
     state = read_strict_state(Path(weights), expected, "torchvision's VGG-19 (vgg19-dcbb9e9d.pth)", VggWeightsError,
                               drop="classifier.")  # the classifier is unused here

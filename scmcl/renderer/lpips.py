@@ -48,7 +48,7 @@ class Lpips(nn.Module):
 
     def __init__(self, linear: str, backbone: str) -> None:
         super().__init__()
-        features = backbones.vgg16_features()[:SLICES[-1]]
+        features = backbones.models().vgg16(weights=None).features[:SLICES[-1]]
         expected = {f"features.{k}": v for k, v in features.state_dict().items()}
         state = read_strict_state(Path(backbone), expected, "torchvision's VGG-16 (vgg16-397923af.pth)", LpipsWeightsError,
                                   drop="classifier.")

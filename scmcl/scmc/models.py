@@ -73,7 +73,7 @@ class ImageEncoder(_Encoder):
 
     def __init__(self, pretrained: str | Path | None = None):
         super().__init__()
-        net = backbones.resnet18()
+        net = backbones.models().resnet18(weights=None)
         if pretrained:
             path = Path(pretrained)
             if not path.is_file():

@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip install -q
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-# librosa/numba JIT-compile into site-packages on first use; keep CI quiet and bounded.
+# numba (face-alignment) JIT-compiles into site-packages on first use; keep CI quiet.
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: demo test test-fast sysdeps install lint clean-demo

@@ -12,7 +12,7 @@ What the scripts do, and so what :func:`lse` does:
 - the lip tower gets cv2's BGR channel order (``cv2.imread``) as raw 0..255 floats, no
   normalisation, in (B, 3, 5, 224, 224) windows of frames j..j+4;
 - audio: 16 kHz mono floats at librosa's scale (``librosa.load``, so [-1, 1]; resampled here as
-  librosa does, soxr HQ), 13 MFCCs of ``python_speech_features.mfcc`` with a step of a quarter
+  librosa's ``soxr_hq`` does, with soxr itself), 13 MFCCs of ``python_speech_features.mfcc`` with a step of a quarter
   video frame; the scripts hard-code 30 fps, here the clip's own fps is used; the audio window of
   video window j is MFCC steps 4j..4j+19 (20 steps: (B, 1, 13, 20));
 - windows: ``min(T − 5, N // 4 − 5)`` of them for T frames and N MFCC steps (one fewer than
@@ -158,9 +158,12 @@ def _to_16k(wave: np.ndarray, sample_rate: int) -> np.ndarray:
         wave = wave / float(np.iinfo(wave.dtype).max + 1)
     wave = wave.astype(np.float32)
     if sample_rate != SAMPLE_RATE:
-        import librosa  # slow to import; only when resampling
+        import soxr
 
-        wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+        # librosa.resample's soxr_hq: soxr at high quality, the length fixed to ceil(N · ratio).
+        size = int(np.ceil(len(wave) * SAMPLE_RATE / sample_rate))
+        wave = soxr.resample(wave, sample_rate, SAMPLE_RATE, quality="HQ")
+        wave = np.pad(wave, (0, max(0, size - len(wave))))[:size].astype(np.float32)
     return wave
 
 

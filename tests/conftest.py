@@ -26,12 +26,16 @@ from scmcl.preprocess.settings import PreprocessSettings
 from scmcl.preprocess.shard import ShardRunner, run_shard
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The `cluster` fixture and its SLURM's start and stop in the background.
+pytest_plugins = ["tests.local_slurm"]
+
 BIN = Path(sys.executable).parent
 
 
 #: A `scontrol` that fails at once, first on the tests' PATH (see its comment): every Snakemake
-#: start would otherwise wait 9 s for a SLURM controller that is not there. test_cluster, which
-#: talks to a real SLURM, builds its own environment without it.
+#: start would otherwise wait 9 s for a SLURM controller that is not there. test_slurm_cluster,
+#: which talks to a real SLURM, builds its own environment without it.
 NO_SLURM = Path(__file__).resolve().parent / "no_slurm"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import shutil
 import subprocess
 import time
 
@@ -15,36 +14,15 @@ import pytest
 import yaml
 
 from scmcl.train.loop import load_published
-from tests.conftest import BIN, REPO, tiny_workflow_config
+from tests.conftest import BIN, REPO, run_cmd, snakemake_args, tiny_workflow_config
 
 pytestmark = pytest.mark.workflow
 
-SCRIPT = REPO.parent / "shared" / "tools" / "slurm-local.sh"
 PARTITION = os.environ.get("SLURM_CI_PARTITION", "cpu")
 GPU_PARTITION = os.environ.get("SLURM_CI_GPU_PARTITION", "gpu")
 ACCOUNT = os.environ.get("SLURM_CI_ACCOUNT", "ci")
 # device auto: GPU rules ask SLURM for a GPU; the job uses CUDA when the node has it.
 CONFIG = tiny_workflow_config({"checkpoint_every": 5, "train_audio": {"steps": 10}}, device="auto")
-
-
-def _sinfo_answers() -> bool:
-    return shutil.which("sinfo") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A running SLURM: the one already up, or a single-node one started (and stopped) here."""
-    if _sinfo_answers():
-        yield
-        return
-    if not SCRIPT.is_file():
-        pytest.skip(f"no SLURM here: `sinfo` does not answer and {SCRIPT} (which starts a local one) is absent")
-    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True)
-    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
-    try:
-        yield
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True)
 
 
 def _sacct_rows(since: str, workdir: str) -> list[dict]:
@@ -65,10 +43,16 @@ def test_profile_runs_jobs_through_sbatch(cluster, tmp_path):
     (tmp_path / "xdg" / "snakemake" / "slurm").symlink_to(REPO / "profiles" / "slurm")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", XDG_CONFIG_HOME=str(tmp_path / "xdg"),
                SCMCL_SLURM_PARTITION=PARTITION, SCMCL_SLURM_GPU_PARTITION=GPU_PARTITION, SCMCL_SLURM_ACCOUNT=ACCOUNT)
+    # The synthetic head and corpus are built here first: each job through SLURM costs 15-40 s
+    # (two Snakemake starts, then the executor's status checks, whose interval grows by 10 s while
+    # a job runs), and two jobs (a CPU group, a GPU rule) show what the profile does.
+    local = run_cmd(snakemake_args(workdir) + ["--until", "synth_corpus", "--", "work/scmc/audio.pt"])
+    assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-2000:]
     since = (datetime.datetime.now() - datetime.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S")
-    # The executor's first status check of each job waits 40 s by default, and the next ones 10 s
-    # apart; the four jobs run in sequence, so short waits are most of this test's time saved (the
-    # profile is unchanged).
+    # The executor first checks a job's status after 40 s by default (and the run's end waits one
+    # more interval); 2 s here, the profile unchanged. While a job runs each next check comes 10 s
+    # later than the last, so a job of 15-20 s (two Snakemake starts and the rule) is seen done
+    # 36 s after its submission.
     result = subprocess.run(["snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml",
                              "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "2",
                              "--seconds-between-status-checks", "2", "work/scmc/audio.pt"],
@@ -78,7 +62,7 @@ def test_profile_runs_jobs_through_sbatch(cluster, tmp_path):
     assert "Using profiles slurm and workflow specific profile" in log and "profiles/default" in log
     assert load_published(workdir / "work/scmc/audio.pt")["modality"] == "audio"
 
-    expected = {"synth_head", "synth_corpus", "tables_align_audio_corpus_manifest", "train_scmc_audio"}
+    expected = {"tables_align_audio_corpus_manifest", "train_scmc_audio"}
     for _ in range(30):  # accounting records land a moment after the job ends
         rows = _sacct_rows(since, os.path.realpath(workdir))
         rules = {m.group(1): r for r in rows if (m := re.search(r"--comment rule_(\S+?)(?:_wildcards_\S+)? ", r["submit"]))}
@@ -90,4 +74,5 @@ def test_profile_runs_jobs_through_sbatch(cluster, tmp_path):
     gpu_job = rules["train_scmc_audio"]
     assert gpu_job["partition"] == GPU_PARTITION and "gres/gpu=1" in gpu_job["tres"] and "--gpus=1" in gpu_job["submit"]
     assert f"-A {ACCOUNT}" in gpu_job["submit"] and "--cpus-per-task=2" in gpu_job["submit"]
-    assert rules["synth_head"]["partition"] == PARTITION and "gres/gpu" not in rules["synth_head"]["tres"]
+    cpu_job = rules["tables_align_audio_corpus_manifest"]
+    assert cpu_job["partition"] == PARTITION and "gres/gpu" not in cpu_job["tres"]

@@ -252,9 +252,11 @@ def _train_command(data: Data, out: Path, name: str, steps: int) -> list[str]:
 @pytest.mark.parametrize("name", ["ned", "scmcl"])
 def test_a_killed_training_resumes_to_the_uninterrupted_weights(data, tmp_path, name):
     save_networks(tmp_path / "init.pth", ManipulatorNets(sizes(), len(EMOTIONS)))
-    steps = 40
+    steps = 20  # the kill comes at the first checkpoint (step 5): 15 steps run after the resume
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_cmd(_train_command(data, straight, name, steps), cwd=tmp_path).check_returncode()
+    # The uninterrupted run goes on beside the killed one, each on one thread of the two cores.
+    uninterrupted = subprocess.Popen(_train_command(data, straight, name, steps), cwd=tmp_path, env=command_env(),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     process = subprocess.Popen(_train_command(data, killed, name, steps), cwd=tmp_path, env=command_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = killed / "run" / "checkpoint.pt"
@@ -265,6 +267,7 @@ def test_a_killed_training_resumes_to_the_uninterrupted_weights(data, tmp_path, 
     process.wait(timeout=120)
     assert not (killed / "nets.pth").exists()
     run_cmd(_train_command(data, killed, name, steps), cwd=tmp_path).check_returncode()
+    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read()[-2000:]
     a = torch.load(straight / "nets.pth", weights_only=True)
     b = torch.load(killed / "nets.pth", weights_only=True)
     assert a.keys() == b.keys() and a["generator_residual"] == b["generator_residual"]

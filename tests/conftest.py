@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -66,6 +67,13 @@ def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env
     if args and args[0] == "snakemake" and _running and not _running[-1].get_closest_marker("workflow"):
         raise AssertionError(f"{_running[-1].nodeid} runs Snakemake: mark it @pytest.mark.workflow")
     return subprocess.run(args, cwd=cwd, env=command_env(env, unset), capture_output=True, text=True, timeout=timeout)
+
+
+def run_cmds(*commands: list[str], cwd: Path = REPO) -> list[subprocess.CompletedProcess]:
+    """Independent commands at once, as many as the machine has cores, each run as run_cmd runs
+    it: a test's command-line calls mostly start Python and import torch, one core each."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        return list(pool.map(lambda args: run_cmd(args, cwd=cwd), commands))
 
 
 @contextmanager

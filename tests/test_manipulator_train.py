@@ -50,7 +50,7 @@ from scmcl.scmc.dists import enumerate_windows
 from scmcl.scmc.mfcc import mfcc_per_frame
 from scmcl.scmc.train import JointModels, finetune_contents
 from scmcl.train.loop import publish_weights, seed_everything
-from tests.conftest import command_env, run_cmd, synth_settings
+from tests.conftest import command_env, run_cmd, run_cmds, synth_settings, torch_threads
 from tests.helpers import truth_expression_table, truth_expressions
 
 pytestmark = pytest.mark.training
@@ -198,17 +198,17 @@ def test_linear_decay_matches_ned():
 def trained(data, tmp_path_factory):
     """ned, then scmcl fine-tuned from it, both briefly, and the classifier that judges them."""
     out = tmp_path_factory.mktemp("trained")
-    torch.set_num_threads(2)
-    fast = {"lr": 1e-3, "mapping_lr": 1e-3}  # a few hundred steps instead of NED's epochs
-    figures = train_manipulator("ned", sizes(), common(), variant("ned", steps=400, **fast), inputs(data), "cpu",
-                                out / "ned_run", out / "ned.pth", out / "ned.tsv")
-    # the zero padding after the built-in head's 25 components, and blendshapes these truth tables never move
-    assert figures["padded_columns"] >= FRAME_SIZE - 1 - len(EXPRESSION_NAMES)
-    train_manipulator("scmcl", sizes(), common(), variant("scmcl", steps=150, dist_thresh=0.5, lr=3e-4, mapping_lr=3e-4),
-                      inputs(data, out / "ned.pth"),
-                      "cpu", out / "scmcl_run", out / "scmcl.pth", out / "scmcl.tsv")
-    classifier_settings = ClassifierSettings.from_config(validate_config({"manipulator": {"classifier": {"steps": 300, "hidden_widths": [64]}}}))
-    model, _ = train_classifier([data.expressions], EMOTIONS, TEST_CLIPS, classifier_settings, "cpu")
+    with torch_threads(2):
+        fast = {"lr": 1e-3, "mapping_lr": 1e-3}  # a few hundred steps instead of NED's epochs
+        figures = train_manipulator("ned", sizes(), common(), variant("ned", steps=400, **fast), inputs(data), "cpu",
+                                    out / "ned_run", out / "ned.pth", out / "ned.tsv")
+        # the zero padding after the built-in head's 25 components, and blendshapes these truth tables never move
+        assert figures["padded_columns"] >= FRAME_SIZE - 1 - len(EXPRESSION_NAMES)
+        train_manipulator("scmcl", sizes(), common(), variant("scmcl", steps=150, dist_thresh=0.5, lr=3e-4, mapping_lr=3e-4),
+                          inputs(data, out / "ned.pth"),
+                          "cpu", out / "scmcl_run", out / "scmcl.pth", out / "scmcl.tsv")
+        classifier_settings = ClassifierSettings.from_config(validate_config({"manipulator": {"classifier": {"steps": 300, "hidden_widths": [64]}}}))
+        model, _ = train_classifier([data.expressions], EMOTIONS, TEST_CLIPS, classifier_settings, "cpu")
     return out, model
 
 
@@ -304,29 +304,29 @@ def _edit_command(data: Data, weights: Path, out: Path, *extra: str) -> list[str
 def test_manipulate_writes_label_reference_and_keyframed_edits(data, trained, tmp_path):
     out, _ = trained
     source = _clip(data.expressions, "neutral", TEST_CLIPS[0])
-    zero = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "zero.parquet", "--emotion", "happy", "--intensity", "0"))
+    sad_clips = sorted(set(pd.read_parquet(data.expressions).query("emotion == 'sad'")["clip"]))
+    edit = lambda name, *flags: _edit_command(data, out / "scmcl.pth", tmp_path / f"{name}.parquet", *flags)  # noqa: E731
+    zero, ramp, full, reference, held, missing = run_cmds(
+        edit("zero", "--emotion", "happy", "--intensity", "0"),
+        edit("ramp", "--emotion", "happy", "--keyframes", "[[0, 0], [1.0, 1]]"),
+        edit("full", "--emotion", "happy"),
+        edit("ref", "--emotion", "sad", "--reference-expressions", str(data.expressions), "--reference-actor", ACTOR),
+        edit("held", "--emotion", "sad", "--test-clips", *sad_clips, "--reference-expressions", str(data.expressions),
+             "--reference-actor", ACTOR),
+        edit("x", "--emotion", "happy", "--clip", "009"))
     assert zero.returncode == 0, zero.stderr
     table = pd.read_parquet(tmp_path / "zero.parquet")
     assert set(table.emotion) == {"happy"} and list(table.source_frame) == list(range(len(source)))
     np.testing.assert_array_equal(expression_view51(table), source)
-    ramp = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "ramp.parquet", "--emotion", "happy",
-                                 "--keyframes", "[[0, 0], [1.0, 1]]"))
-    full = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "full.parquet", "--emotion", "happy"))
     assert ramp.returncode == 0 and full.returncode == 0, ramp.stderr + full.stderr
     ramped, edited = expression_view51(pd.read_parquet(tmp_path / "ramp.parquet")), expression_view51(pd.read_parquet(tmp_path / "full.parquet"))
     away = np.linalg.norm(ramped - source, axis=1) / np.linalg.norm(edited - source, axis=1).clip(1e-9)
     fps = float(data.manifest.fps.iloc[0])
     np.testing.assert_allclose(away[: int(fps) + 1], np.arange(int(fps) + 1) / fps, atol=1e-4)  # 0 → 1 over 1 s
     np.testing.assert_allclose(away[int(fps):], 1.0, atol=1e-4)
-    reference = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "ref.parquet", "--emotion", "sad",
-                                      "--reference-expressions", str(data.expressions), "--reference-actor", ACTOR))
     assert reference.returncode == 0, reference.stderr
     assert "reference" in (tmp_path / "ref.json").read_text()
-    sad_clips = sorted(set(pd.read_parquet(data.expressions).query("emotion == 'sad'")["clip"]))
-    held = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "held.parquet", "--emotion", "sad", "--test-clips",
-                                 *sad_clips, "--reference-expressions", str(data.expressions), "--reference-actor", ACTOR))
     assert held.returncode != 0 and "outside test_clips" in held.stderr  # held-out clips never style an edit
-    missing = run_cmd(_edit_command(data, out / "scmcl.pth", tmp_path / "x.parquet", "--emotion", "happy", "--clip", "009"))
     assert missing.returncode != 0 and "009" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.parquet").exists()
 

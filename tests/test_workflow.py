@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cmd
+from tests.conftest import REPO, run_cmd, run_cmds
 
 pytestmark = pytest.mark.workflow
 
@@ -103,17 +103,16 @@ def test_a_renderer_actor_outside_actors_is_one_error():
 
 
 def test_a_result_the_config_does_not_have_is_one_error_naming_what_is_configured():
-    result = run_cmd(["snakemake", "-n", "results/M003/edited_happy.mp4"])
-    assert result.returncode != 0
+    actor, emotion, reference_emotion = run_cmds(*[["snakemake", "-n", target] for target in (
+        "results/M003/edited_happy.mp4", "results/SYN01/edited_bored_ref_SYN03.mp4", "results/SYN01/edited_sad_ref_SYN02.mp4")])
+    assert actor.returncode != 0
     assert ("results/M003/edited_happy.mp4: actor M003 has no renderer (renderer.actors: SYN01; add it there and to `actors`)"
-            in result.stdout + result.stderr)
-    result = run_cmd(["snakemake", "-n", "results/SYN01/edited_bored_ref_SYN03.mp4"])
-    text = result.stdout + result.stderr
-    assert result.returncode != 0 and "emotion bored is not a configured non-neutral emotion" in text
+            in actor.stdout + actor.stderr)
+    text = emotion.stdout + emotion.stderr
+    assert emotion.returncode != 0 and "emotion bored is not a configured non-neutral emotion" in text
     assert "reference actor SYN03 is not in edit.references (SYN02)" in text
-    result = run_cmd(["snakemake", "-n", "results/SYN01/edited_sad_ref_SYN02.mp4"])
-    assert result.returncode != 0
-    assert "sad is not in edit.reference_emotions (happy)" in result.stdout + result.stderr
+    assert reference_emotion.returncode != 0
+    assert "sad is not in edit.reference_emotions (happy)" in reference_emotion.stdout + reference_emotion.stderr
 
 
 def test_single_target_builds_only_its_actor():

@@ -53,10 +53,14 @@ _running: list[pytest.Item] = []
 
 @pytest.fixture(autouse=True)
 def _current_test(request):
-    """The running test, for run_cmd's check of the `workflow` mark."""
+    """The running test, for run_cmd's check of the `workflow` mark; and torch's thread count as
+    the test found it, restored after it: a CLI call in the test's process (`main([...])`) sets its
+    job's thread budget, which would otherwise hold for every later test (one thread of two)."""
     _running.append(request.node)
+    threads = torch.get_num_threads()
     yield
     _running.pop()
+    torch.set_num_threads(threads)
 
 
 def run_cmd(args: list[str], cwd: Path = REPO, timeout: float | None = None, env: dict[str, str] | None = None,

@@ -9,11 +9,12 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "slurm-local.sh"
-_started: dict[str, tuple[subprocess.Popen, tempfile.SpooledTemporaryFile]] = {}
+_started: dict[str, tuple[subprocess.Popen, IO[bytes]]] = {}
 
 
 def _answers() -> bool:

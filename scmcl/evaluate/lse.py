@@ -12,9 +12,9 @@ What the scripts do, and so what :func:`lse` does:
 - the lip tower gets cv2's BGR channel order (``cv2.imread``) as raw 0..255 floats, no
   normalisation, in (B, 3, 5, 224, 224) windows of frames j..j+4;
 - audio: 16 kHz mono floats at librosa's scale (``librosa.load``, so [-1, 1]; resampled here as
-  librosa's ``soxr_hq`` does, with soxr itself), 13 MFCCs of ``python_speech_features.mfcc`` with a step of a quarter
-  video frame; the scripts hard-code 30 fps, here the clip's own fps is used; the audio window of
-  video window j is MFCC steps 4j..4j+19 (20 steps: (B, 1, 13, 20));
+  librosa's ``soxr_hq`` does, with soxr itself), 13 MFCCs of ``python_speech_features.mfcc``
+  with a step of a quarter video frame; the scripts hard-code 30 fps, here the clip's own fps is
+  used; the audio window of video window j is MFCC steps 4j..4j+19 (20 steps: (B, 1, 13, 20));
 - windows: ``min(T − 5, N // 4 − 5)`` of them for T frames and N MFCC steps (one fewer than
   would fit, as both scripts do); ``--skip_frame`` defaults to 0 in the scripts (it would cut
   the audio only), so nothing is skipped;
